@@ -1,0 +1,76 @@
+"""Exceptions raised by xsr.
+
+Every error is an :class:`XsrError` and also a builtin exception (``ValueError``,
+``TypeError``, ...) so that ``except ValueError`` keeps working.  Messages name the value
+received, what is allowed, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BoundsError",
+    "ChunkError",
+    "CoordinateError",
+    "DataUnavailableError",
+    "DtypeError",
+    "FactorError",
+    "InputValueError",
+    "MethodError",
+    "OptionError",
+    "OutputExistsError",
+    "ShapeError",
+    "SpatialDimsError",
+    "XsrError",
+]
+
+
+class XsrError(Exception):
+    """Base class of every error raised by xsr."""
+
+
+class FactorError(XsrError, ValueError):
+    """The refinement factor is not an integer >= 2."""
+
+
+class MethodError(XsrError, ValueError):
+    """Unknown or unusable downscaling method."""
+
+
+class SpatialDimsError(XsrError, ValueError):
+    """The two horizontal dimensions could not be found, or are ambiguous."""
+
+
+class CoordinateError(XsrError, ValueError):
+    """A spatial coordinate is unusable (non-monotonic, inconsistent bounds...)."""
+
+
+class DtypeError(XsrError, TypeError):
+    """The data type cannot be downscaled (integers, booleans, complex...)."""
+
+
+class InputValueError(XsrError, ValueError):
+    """The values cannot be downscaled (all NaN, infinite, negative for multiplicative...)."""
+
+
+class BoundsError(InputValueError):
+    """The coarse input violates the bounds given for ``conserve='bounded'``."""
+
+
+class ShapeError(XsrError, ValueError):
+    """Array shapes do not fit the factor or each other."""
+
+
+class ChunkError(XsrError, ValueError):
+    """The dask chunking of the input cannot be used as it is."""
+
+
+class OptionError(XsrError, ValueError):
+    """An option has a value that is not allowed."""
+
+
+class OutputExistsError(XsrError, FileExistsError):
+    """The output file exists and overwriting was not asked for."""
+
+
+class DataUnavailableError(XsrError, FileNotFoundError):
+    """A registered data file cannot be provided here (offline, or no public origin)."""

@@ -1,0 +1,259 @@
+"""The method interface and the array-level downscaling pipeline.
+
+A *method* turns a coarse field ``(..., ny, nx)`` into a first-guess fine field
+``(..., ny*f, nx*f)``; :func:`downscale_array` wraps every method with the same validation,
+NaN handling, periodic halos and the enforcement operator of :mod:`xsr.conserve`.
+No xarray here: numpy arrays or torch tensors in, the same type out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..exceptions import DtypeError, InputValueError, MethodError, OptionError, ShapeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..conserve import ConserveMode
+
+__all__ = ["Method", "downscale_array", "fill_nan"]
+
+
+class Method:
+    """Base class of downscaling methods.
+
+    Subclasses set :attr:`name` and implement :meth:`upscale`.  Options are keyword arguments
+    of ``__init__`` (so that ``get_method("bicubic", **options)`` validates them).
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    halo : int
+        Coarse cells of context the method needs on each side of a tile (used for periodic
+        wrapping and tiling).
+    handles_nan : bool
+        If False (the default) NaN cells are filled before :meth:`upscale` is called, from
+        their valid neighbours, over ``halo + 1`` cells; the output is masked again afterwards.
+    stochastic : bool
+        True when the result depends on a random seed.
+    """
+
+    name: ClassVar[str] = "method"
+    halo: ClassVar[int] = 0
+    handles_nan: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+
+    def upscale(self, x: torch.Tensor, factor: int, **context: Any) -> torch.Tensor:
+        """Return the first-guess fine field.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape ``(..., ny, nx)``
+            Coarse field, floating point; NaN-free unless :attr:`handles_nan`.
+        factor : int
+            Refinement factor (>= 2).
+        **context
+            ``weights`` (fine cell weights) and ``mask`` (valid fine cells), for methods that
+            use them; others ignore them.
+
+        Returns
+        -------
+        torch.Tensor, shape ``(..., ny*factor, nx*factor)``
+        """
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        """The options this instance was built with (recorded in output attrs)."""
+        return {}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+
+def fill_nan(x: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Fill NaN cells from their valid neighbours, ``iterations`` rings deep.
+
+    Each iteration replaces every NaN cell that touches a valid cell (8-neighbourhood) by
+    the mean of its valid neighbours.  Cells still NaN afterwards (far from any valid cell)
+    get the mean of all valid cells of their field, so the result is NaN-free.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape ``(..., ny, nx)``
+    iterations : int
+
+    Returns
+    -------
+    torch.Tensor, same shape and dtype
+    """
+    import torch
+    import torch.nn.functional as F
+
+    valid = torch.isfinite(x)
+    if bool(valid.all()):
+        return x
+    *lead, ny, nx = x.shape
+    v = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    v = v.reshape(-1, 1, ny, nx)
+    m = valid.reshape(-1, 1, ny, nx).to(x.dtype)
+    kernel = torch.ones(1, 1, 3, 3, dtype=x.dtype, device=x.device)
+    for _ in range(iterations):
+        s = F.conv2d(F.pad(v * m, (1, 1, 1, 1)), kernel)
+        c = F.conv2d(F.pad(m, (1, 1, 1, 1)), kernel)
+        new = (m == 0) & (c > 0)
+        if not bool(new.any()):
+            break
+        v = torch.where(new, s / torch.where(c > 0, c, torch.ones_like(c)), v)
+        m = torch.where(new, torch.ones_like(m), m)
+    flat_m = m.reshape(m.shape[0], -1)
+    flat_v = v.reshape(v.shape[0], -1)
+    count = flat_m.sum(dim=1).clamp(min=1)
+    mean = (flat_v * flat_m).sum(dim=1) / count
+    v = torch.where(m > 0, v, mean[:, None, None, None])
+    return v.reshape(*lead, ny, nx)
+
+
+def _check_dtype(x: Any, name: str) -> None:
+    dt = np.dtype(str(x.dtype).replace("torch.", ""))
+    if dt.kind in "iub":
+        raise DtypeError(
+            f"{name} has {'boolean' if dt.kind == 'b' else 'integer'} dtype {dt}; downscaling "
+            "produces fractional values, so xsr does not guess a rounding: cast it first, e.g. "
+            "da.astype('float64'), or leave the variable out"
+        )
+    if dt.kind != "f":
+        raise DtypeError(
+            f"{name} has dtype {dt}; only real floating-point fields can be downscaled"
+        )
+
+
+def downscale_array(
+    x: Any,
+    *,
+    factor: int,
+    method: str | Method = "bicubic",
+    conserve: ConserveMode | None = "additive",
+    bounds: tuple[float | None, float | None] | None = None,
+    weights: Any = None,
+    mask: Any = None,
+    periodic: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    name: str = "input",
+    **method_options: Any,
+) -> Any:
+    """Downscale an array by ``factor`` along its last two axes, conservatively.
+
+    Parameters
+    ----------
+    x : numpy.ndarray or torch.Tensor, shape ``(..., ny, nx)``
+        Coarse field; NaN marks masked (land) cells, which stay NaN in the output.
+    factor : int
+        Refinement factor along each axis (>= 2).
+    method : str or Method
+        Registry name (see :func:`xsr.list_methods`) or a :class:`Method` instance.
+    conserve : {"additive", "multiplicative", "bounded", None}
+        Enforcement operator applied to the method's output.
+    bounds : (lower, upper), optional
+        For ``conserve="bounded"``.
+    weights : array, optional
+        Fine cell weights (areas), broadcastable to ``(..., ny*f, nx*f)``.
+    mask : array of bool, optional
+        Valid fine cells, broadcastable to ``(..., ny*f, nx*f)``; other fine cells are NaN.
+    periodic : bool
+        Wrap the last axis (global longitude) so that no seam appears at the edges.
+    device, dtype : str, optional
+        Torch device and compute dtype (default: the global options).
+    name : str
+        Name used in error messages.
+    **method_options
+        Options for the method (when ``method`` is a name).
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor, shape ``(..., ny*factor, nx*factor)``
+        Same type as ``x``; dtype of ``x`` (or ``dtype``).
+    """
+    import torch
+
+    from ..conserve import check_bounds, check_coarse, check_conserve, check_factor, enforce
+    from ..options import OPTIONS, resolve_device
+    from .registry import get_method
+
+    f = check_factor(factor)
+    mode = check_conserve(conserve)
+    bnds = check_bounds(bounds) if mode == "bounded" else None
+    if mode != "bounded" and bounds is not None:
+        raise OptionError(
+            f"bounds={bounds!r} is only used with conserve='bounded', got conserve={conserve!r}"
+        )
+    m = get_method(method, **method_options)
+    _check_dtype(x, name)
+
+    was_np = not isinstance(x, torch.Tensor)
+    xt = torch.from_numpy(np.ascontiguousarray(x)) if was_np else x
+    if xt.ndim < 2:
+        raise ShapeError(
+            f"{name} must have at least 2 dimensions (y, x), got shape {tuple(xt.shape)}"
+        )
+    dev = resolve_device(device)
+    dt_name = dtype if dtype is not None else OPTIONS["dtype"]
+    out_dtype = xt.dtype
+    work = getattr(torch, dt_name) if dt_name is not None else xt.dtype
+    if dev == "mps" and work == torch.float64:
+        work = torch.float32
+    xt = xt.to(device=dev, dtype=work)
+
+    valid = torch.isfinite(xt)
+    if not bool(valid.any()):
+        raise InputValueError(
+            f"{name} is entirely NaN (shape {tuple(xt.shape)}); there is nothing to downscale: "
+            "check the variable, time step or region you selected"
+        )
+    check_coarse(xt, mode, bounds=bnds, name=name)
+
+    h = m.halo if periodic else 0
+    if h > xt.shape[-1]:
+        h = xt.shape[-1]
+    xin = xt if m.handles_nan else fill_nan(xt, m.halo + 1)
+    if h:
+        xin = torch.cat([xin[..., -h:], xin, xin[..., :h]], dim=-1)
+
+    fine_mask = None
+    if mask is not None:
+        fine_mask = torch.as_tensor(
+            np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask
+        )
+        fine_mask = fine_mask.to(device=dev, dtype=torch.bool)
+    context: dict[str, Any] = {}
+    if m.handles_nan:
+        context = {"weights": weights, "mask": fine_mask}
+    with torch.no_grad():
+        y = m.upscale(xin, f, **context)
+    if h:
+        y = y[..., h * f : -h * f]
+    ny, nx = xt.shape[-2:]
+    if tuple(y.shape[-2:]) != (ny * f, nx * f):
+        raise MethodError(
+            f"method {m!r} returned shape {tuple(y.shape)}, expected (..., {ny * f}, {nx * f})"
+        )
+    from ..conserve import upsample
+
+    keep = upsample(valid, f)
+    if fine_mask is not None:
+        keep = keep & fine_mask
+    if bool((keep & ~torch.isfinite(y)).any()):
+        raise MethodError(
+            f"method {m!r} produced non-finite values inside the valid region of {name}; "
+            "this is a bug in the method: please report it"
+        )
+    out = enforce(y, xt, f, mode, weights=weights, mask=keep, bounds=bnds, validate=False)
+    out = out.to(out_dtype if dtype is None and OPTIONS["dtype"] is None else work)
+    if was_np:
+        return out.cpu().numpy()
+    return out

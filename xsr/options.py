@@ -1,0 +1,109 @@
+"""Global options: ``xsr.set_options`` as a validating context manager."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .exceptions import OptionError
+
+__all__ = ["OPTIONS", "get_options", "set_options"]
+
+OPTIONS: dict[str, Any] = {
+    "device": "auto",
+    "dtype": None,
+    "progress": True,
+    "tile_size": None,
+}
+
+_DTYPES = (None, "float32", "float64")
+
+
+def _validate(key: str, value: Any) -> Any:
+    if key == "device":
+        if not isinstance(value, str):
+            # torch.device objects are accepted too
+            value = str(value)
+        base = value.split(":")[0]
+        if base not in ("auto", "cpu", "cuda", "mps"):
+            raise OptionError(
+                f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}"
+            )
+        return value
+    if key == "dtype":
+        if value is not None:
+            value = str(value).replace("torch.", "")
+        if value not in _DTYPES:
+            raise OptionError(
+                f"dtype must be one of {list(_DTYPES)} (None keeps the input's), got {value!r}"
+            )
+        return value
+    if key == "progress":
+        if not isinstance(value, bool):
+            raise OptionError(f"progress must be True or False, got {value!r}")
+        return value
+    if key == "tile_size":
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise OptionError(f"tile_size must be a positive integer or None, got {value!r}")
+        return value
+    raise OptionError(f"unknown option {key!r}; available: {sorted(OPTIONS)}")
+
+
+def get_options() -> dict[str, Any]:
+    """Return a copy of the current global options."""
+    return dict(OPTIONS)
+
+
+class set_options:
+    """Set global options, for a ``with`` block or for the session.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"}
+        Where torch computations run; ``"auto"`` picks cuda, then mps, then cpu.
+    dtype : {None, "float32", "float64"}
+        Compute dtype; ``None`` keeps each variable's own floating dtype.
+    progress : bool
+        Show progress bars for long computations.
+    tile_size : int or None
+        Largest tile edge (fine cells) sent to a method at once (used by tiled methods).
+
+    Examples
+    --------
+    >>> import xsr
+    >>> with xsr.set_options(device="cpu"):
+    ...     pass
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._old = dict(OPTIONS)
+        new = {k: _validate(k, v) for k, v in kwargs.items()}
+        OPTIONS.update(new)
+
+    def __enter__(self) -> set_options:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        OPTIONS.clear()
+        OPTIONS.update(self._old)
+
+
+def resolve_device(device: str | None = None) -> str:
+    """Resolve ``"auto"`` (or ``None``: the global option) to an available torch device."""
+    import torch
+
+    dev = _validate("device", OPTIONS["device"] if device is None else device)
+    if dev == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise OptionError(
+            f"device={dev!r} was asked for but torch sees no CUDA GPU; use device='auto' or "
+            "'cpu', or install a CUDA build of torch"
+        )
+    return dev
