@@ -185,6 +185,15 @@ class _Grid:
     lon_bounds_name: str | None = None
     area_name: str | None = None
     other_spatial_coords: list[str] = field(default_factory=list)
+    _refined: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict, repr=False)
+
+    def refine_curvilinear(self, factor: int) -> tuple[np.ndarray, ...]:
+        """(lat_c, lon_c, lat_v, lon_v) of the fine curvilinear grid, computed once."""
+        if factor not in self._refined:
+            assert self.lat_v is not None
+            assert self.lon_v is not None
+            self._refined[factor] = grid.refine_curvilinear(self.lat_v, self.lon_v, factor)
+        return self._refined[factor]
 
 
 def _coord_kind(da: xr.DataArray) -> Literal["latitude", "longitude", "other"]:
@@ -310,7 +319,7 @@ def _fine_weights_geometry(g: _Grid, factor: int) -> np.ndarray | None:
         )
     if g.kind == "curvilinear":
         assert g.lat_v is not None and g.lon_v is not None
-        _, _, lat_vf, lon_vf = grid.refine_curvilinear(g.lat_v, g.lon_v, factor)
+        _, _, lat_vf, lon_vf = g.refine_curvilinear(factor)
         return grid.cell_area_vertices(lat_vf, lon_vf)
     return None
 
@@ -448,7 +457,7 @@ def _fine_coords(obj: XrObj, g: _Grid, factor: int) -> tuple[dict[str, Any], dic
             bvars[name] = xr.Variable((dim, bdim), fb, battrs)
     if g.lat2d is not None and g.lon2d is not None:
         assert g.lat_v is not None and g.lon_v is not None
-        lat_c, lon_c, lat_vf, lon_vf = grid.refine_curvilinear(g.lat_v, g.lon_v, factor)
+        lat_c, lon_c, lat_vf, lon_vf = g.refine_curvilinear(factor)
         for name, c, v, bname in (
             (g.lat2d, lat_c, lat_vf, g.lat_bounds_name),
             (g.lon2d, lon_c, lon_vf, g.lon_bounds_name),

@@ -207,7 +207,10 @@ def wrap_longitude(values: npt.ArrayLike, lon_min: float) -> FloatArray:
     numpy.ndarray of float64, same shape as ``values``
     """
     v = np.asarray(values, dtype=np.float64)
-    return np.asarray(v - 360.0 * np.floor((v - lon_min) / 360.0), dtype=np.float64)
+    out = v - 360.0 * np.floor((v - lon_min) / 360.0)
+    # -1e-14 + 360 rounds to 360: keep the range half-open
+    out = np.where(out >= lon_min + 360.0, out - 360.0, out)
+    return np.asarray(out, dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------
@@ -251,11 +254,18 @@ def check_monotonic(values: npt.ArrayLike, *, name: str, period: float | None = 
     if d[0] == 0 or bad.size:
         k = 0 if d[0] == 0 else int(bad[0])
         order = "increasing" if direction > 0 else "decreasing"
+        hint = ""
+        if period is None and np.abs(d).max() > 180.0:
+            hint = (
+                " (for a longitude that wraps around 0/360 or the dateline use "
+                "kind='longitude', or period=360 here)"
+            )
         raise CoordinateError(
-            f"coordinate {name!r} is not strictly monotonic: the value {v[k + 1]!r} at index "
-            f"{k + 1} does not continue the {order} order after {v[k]!r} at index {k}; "
+            f"coordinate {name!r} is not strictly monotonic: the value {float(v[k + 1])!r} "
+            f"at index {k + 1} does not continue the {order} order after {float(v[k])!r} at "
+            f"index {k}; "
             "allowed are strictly increasing or strictly decreasing values: sort the data "
-            f"along this dimension (e.g. ds.sortby({name!r})) and drop duplicates"
+            f"along this dimension (e.g. ds.sortby({name!r})) and drop duplicates{hint}"
         )
     return direction
 
@@ -335,6 +345,11 @@ def infer_bounds_1d(
     return bounds
 
 
+def _inside_tolerance(b0: FloatArray, b1: FloatArray, width: FloatArray) -> FloatArray:
+    """How far a centre may lie outside its bounds (rounding of float32-stored values)."""
+    return np.asarray(1e-6 * (np.abs(b0) + np.abs(b1)) + 1e-4 * width, dtype=np.float64)
+
+
 def _lon_bounds_around(
     c: FloatArray, b: FloatArray, direction: int | None, *, name: str
 ) -> FloatArray:
@@ -349,16 +364,16 @@ def _lon_bounds_around(
     width = np.where((width == 0) & (d != 0), 360.0, width)
     b1u = b1 + 360.0 * np.round((direction * width - raw) / 360.0)
     lo = np.minimum(b0, b1u)
-    tol = 1e-3 * width + 1e-6 * np.abs(c)
+    tol = _inside_tolerance(b0, b1, width)
     turns = np.floor((c - lo + tol) / 360.0)
     bad = (width == 0) | (c - lo - 360.0 * turns > width + tol)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CoordinateError(
-            f"longitude {name!r}: the centre {c[i]!r} of cell {i} is not inside its bounds "
-            f"[{b0[i]!r}, {b1[i]!r}], even allowing for 360-degree wrapping; allowed are "
-            "bounds of non-zero width that contain their centre: fix the bounds variable or "
-            "pass bounds=None to infer them"
+            f"longitude {name!r}: the centre {float(c[i])!r} of cell {i} is not inside its "
+            f"bounds [{float(b0[i])!r}, {float(b1[i])!r}], even allowing for 360-degree "
+            "wrapping; allowed are bounds of non-zero width that contain their centre: fix the "
+            "bounds variable or pass bounds=None to infer them"
         )
     shift = 360.0 * turns
     return np.stack([b0 + shift, b1u + shift], axis=1)
@@ -381,14 +396,15 @@ def _validated_bounds_1d(
         direction = 1 if raw[0] >= 0 else -1
     width = direction * raw
     lo = np.minimum(b[:, 0], b[:, 1])
-    tol = 1e-3 * np.abs(width) + 1e-6 * np.abs(c)
+    tol = _inside_tolerance(b[:, 0], b[:, 1], np.abs(width))
     bad_dir = width <= 0
     if bad_dir.any():
         i = int(np.flatnonzero(bad_dir)[0])
         order = "increasing" if direction > 0 else "decreasing"
         raise CoordinateError(
-            f"bounds of {name!r}: cell {i} has bounds [{b[i, 0]!r}, {b[i, 1]!r}], which have "
-            f"zero width or do not follow the {order} direction of the coordinate; allowed "
+            f"bounds of {name!r}: cell {i} has bounds [{float(b[i, 0])!r}, "
+            f"{float(b[i, 1])!r}], which have zero width or do not follow the {order} "
+            "direction of the coordinate; allowed "
             "are bounds ordered like the coordinate (CF): swap the two bounds columns or pass "
             "bounds=None to infer them" + (" (for longitudes use kind='longitude')" * (not lon))
         )
@@ -396,10 +412,10 @@ def _validated_bounds_1d(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CoordinateError(
-            f"bounds of {name!r}: the centre {c[i]!r} of cell {i} is not inside its bounds "
-            f"[{b[i, 0]!r}, {b[i, 1]!r}]; every centre must lie within its cell: fix the "
-            "bounds variable, pass bounds=None to infer them, or use kind='longitude' if the "
-            "bounds wrap around 360 degrees"
+            f"bounds of {name!r}: the centre {float(c[i])!r} of cell {i} is not inside its "
+            f"bounds [{float(b[i, 0])!r}, {float(b[i, 1])!r}]; every centre must lie within "
+            "its cell: fix the bounds variable, pass bounds=None to infer them, or use "
+            "kind='longitude' if the bounds wrap around 360 degrees"
         )
     return b
 
@@ -589,19 +605,29 @@ def is_periodic_longitude(
 # areas of rectilinear cells
 # ------------------------------------------------------------------------------------------
 def _lon_widths(b: FloatArray) -> FloatArray:
-    """Positive widths (degrees) of longitude cells, wrap-aware."""
+    """Positive widths (degrees) of longitude cells, wrap-aware.
+
+    A cell wider than 180 degrees whose bounds run against the direction of the other
+    cells (or any such cell when there is no other cell to compare with) is taken as
+    wrapped: ``[359, 1]`` is 2 degrees wide.  ``[0, 360]`` is 360 degrees wide.
+    """
     raw = b[:, 1] - b[:, 0]
-    med = float(np.median(raw))
-    direction = -1.0 if med < 0 else 1.0
-    d = direction * raw
-    width = np.where((d >= 0) & (d <= 360.0), d, np.mod(d, 360.0))
+    width = np.abs(raw)
+    normal = width <= 180.0
+    ambiguous = (width > 180.0) & (width < 360.0)
+    if normal.any():
+        direction = np.sign(np.sum(np.sign(raw[normal]))) or 1.0
+        wrapped = ambiguous & (np.sign(raw) != direction)
+    else:
+        wrapped = ambiguous
+    width = np.where(wrapped, 360.0 - width, width)
     too_wide = np.abs(raw) > 360.0
     if too_wide.any():
         i = int(np.flatnonzero(too_wide)[0])
         raise CoordinateError(
-            f"longitude bounds of cell {i} are [{b[i, 0]!r}, {b[i, 1]!r}], wider than 360 "
-            "degrees; allowed are cells at most 360 degrees wide: check the units (degrees) "
-            "and the bounds variable"
+            f"longitude bounds of cell {i} are [{float(b[i, 0])!r}, {float(b[i, 1])!r}], "
+            "wider than 360 degrees; allowed are cells at most 360 degrees wide: check the "
+            "units (degrees) and the bounds variable"
         )
     return np.asarray(width, dtype=np.float64)
 
@@ -720,11 +746,18 @@ def _check_pair_2d(
     return np.clip(la, -90.0, 90.0), lo
 
 
+def _reflect(inner: FloatArray, edge: FloatArray) -> FloatArray:
+    """``inner`` rotated by 180 degrees about ``edge`` (unit vectors, components first)."""
+    return np.asarray(2.0 * np.sum(inner * edge, axis=0) * edge - inner, dtype=np.float64)
+
+
 def _output_lon(lon: FloatArray, lon_min: float | None, reference: FloatArray) -> FloatArray:
-    """Longitudes wrapped into ``[lon_min, lon_min + 360)``, or nearest to ``reference``."""
+    """Longitudes outside ``[lon_min, lon_min + 360]`` wrapped into it, or else (no
+    ``lon_min``) each shifted to within 180 degrees of ``reference``."""
     if lon_min is None:
         return _nearest(lon, reference)
-    return wrap_longitude(lon, lon_min)
+    outside = (lon < lon_min) | (lon > lon_min + 360.0)
+    return np.where(outside, wrap_longitude(lon, lon_min), lon)
 
 
 def vertices_from_centres_2d(
@@ -732,10 +765,11 @@ def vertices_from_centres_2d(
 ) -> tuple[FloatArray, FloatArray]:
     """Estimate the cell corners of a curvilinear grid from its cell centres.
 
-    Works on the unit sphere: the centre grid is extended by one row/column on each side by
-    linear extrapolation of the Cartesian unit vectors, and each corner is the normalised
+    Works on the unit sphere: the centre grid is extended by one row/column on each side
+    along great circles (the outer neighbour of edge centre ``p0`` with inner neighbour
+    ``p1`` is ``p1`` rotated by 180 degrees about ``p0``), and each corner is the normalised
     mean of the 4 surrounding (possibly extrapolated) centres.  Robust across the dateline
-    and near the poles.
+    and at the poles: a regular global grid gets its outer corners exactly on the poles.
 
     Parameters
     ----------
@@ -749,9 +783,10 @@ def vertices_from_centres_2d(
     Returns
     -------
     lat_v, lon_v : numpy.ndarray of float64, shape ``(ny + 1, nx + 1)``
-        Corner latitudes and longitudes.  Longitudes are wrapped into the convention of
-        ``lon2d`` (``[0, 360)`` or ``[-180, 180)``, see :func:`longitude_convention`); when
-        ``lon2d`` fits neither, each corner is within 180 degrees of an adjacent centre.
+        Corner latitudes and longitudes.  Longitudes are in the convention of ``lon2d``
+        (``[0, 360]`` or ``[-180, 180]``, see :func:`longitude_convention`; corners outside
+        it are wrapped in); when ``lon2d`` fits neither, each corner is within 180 degrees
+        of an adjacent centre.
 
     Raises
     ------
@@ -765,14 +800,14 @@ def vertices_from_centres_2d(
     p = _to_xyz(la, lo)
     e = np.empty((3, ny + 2, nx + 2))
     e[:, 1:-1, 1:-1] = p
-    e[:, 0, 1:-1] = 2.0 * p[:, 0] - p[:, 1]
-    e[:, -1, 1:-1] = 2.0 * p[:, -1] - p[:, -2]
+    e[:, 0, 1:-1] = _reflect(p[:, 1], p[:, 0])
+    e[:, -1, 1:-1] = _reflect(p[:, -2], p[:, -1])
     if periodic_x:
         e[:, :, 0] = e[:, :, -2]
         e[:, :, -1] = e[:, :, 1]
     else:
-        e[:, :, 0] = 2.0 * e[:, :, 1] - e[:, :, 2]
-        e[:, :, -1] = 2.0 * e[:, :, -2] - e[:, :, -3]
+        e[:, :, 0] = _reflect(e[:, :, 2], e[:, :, 1])
+        e[:, :, -1] = _reflect(e[:, :, -3], e[:, :, -2])
     v = e[:, :-1, :-1] + e[:, :-1, 1:] + e[:, 1:, :-1] + e[:, 1:, 1:]
     lat_v, lon_v = _to_latlon(v, what="a cell corner")
     jr = np.minimum(np.arange(ny + 1), ny - 1)
@@ -819,9 +854,9 @@ def centres_from_vertices_2d(
     lat_v, lon_v : array_like, shape ``(ny + 1, nx + 1)``
         Corner latitudes and longitudes (degrees).
     lon_min : float, "auto" or None, optional
-        Output longitudes are wrapped into ``[lon_min, lon_min + 360)``; ``"auto"`` detects
-        ``0`` or ``-180`` from ``lon_v``; None keeps each centre within 180 degrees of the
-        mean of its corner longitudes.
+        Output longitudes outside ``[lon_min, lon_min + 360]`` are wrapped into it;
+        ``"auto"`` detects ``0`` or ``-180`` from ``lon_v``; None keeps each centre within
+        180 degrees of the mean of its corner longitudes.
 
     Returns
     -------
@@ -894,7 +929,8 @@ def bounds_to_vertices_2d(bounds: npt.ArrayLike, *, check: bool = True) -> Float
                 j, i = (int(k) for k in np.argwhere(bad)[0])
                 raise CoordinateError(
                     f"2-D bounds are not contiguous: near cell ({j}, {i}) two neighbouring "
-                    f"cells give a shared corner as {first[j, i]!r} and {second[j, i]!r}; "
+                    f"cells give a shared corner as {float(first[j, i])!r} and "
+                    f"{float(second[j, i])!r}; "
                     "allowed are bounds in CF order whose neighbouring cells share corners: "
                     "check the vertex order (counterclockwise from (j, i)) or pass check=False"
                 )
@@ -989,19 +1025,20 @@ def refine_curvilinear(
     factor : int
         Sub-cells per coarse cell along each axis (``>= 1``).
     lon_min : float, "auto" or None, optional
-        New longitudes are wrapped into ``[lon_min, lon_min + 360)``.  ``"auto"`` (default)
-        detects ``0`` or ``-180`` from ``lon_v`` with :func:`longitude_convention`
-        (allowing the corners to stick out of the range by half a cell); None, or no
-        convention detected, puts each new point within 180 degrees of the mean corner
-        longitude of its coarse cell instead.
+        Output longitudes outside ``[lon_min, lon_min + 360]`` are wrapped into it (values
+        inside are returned unchanged).  ``"auto"`` (default) detects ``0`` or ``-180`` from
+        ``lon_v`` with :func:`longitude_convention` (allowing the corners to stick out of
+        the range by half a cell); None, or no convention detected, puts each new point
+        within 180 degrees of the mean corner longitude of its coarse cell instead.
 
     Returns
     -------
     lat_c, lon_c : numpy.ndarray of float64, shape ``(ny * factor, nx * factor)``
         Fine cell centres, at fractional positions ``(k + 0.5) / factor`` in each coarse cell.
     lat_vf, lon_vf : numpy.ndarray of float64, shape ``(ny * factor + 1, nx * factor + 1)``
-        Fine cell corners; ``lat_vf[::factor, ::factor]`` and ``lon_vf[::factor, ::factor]``
-        are copies of ``lat_v`` and ``lon_v``.
+        Fine cell corners; ``lat_vf[::factor, ::factor]`` is a copy of ``lat_v``, and
+        ``lon_vf[::factor, ::factor]`` of ``lon_v`` wrapped into the ``lon_min`` range
+        (identical when ``lon_v`` is inside it, as from :func:`vertices_from_centres_2d`).
 
     Raises
     ------
@@ -1024,7 +1061,7 @@ def refine_curvilinear(
         ref=ref,
     )
     lat_vf[::f, ::f] = la
-    lon_vf[::f, ::f] = lo
+    lon_vf[::f, ::f] = lo if lon_range is None else _output_lon(lo, lon_range, lo)
     lat_c, lon_c = _bilinear_points(
         v,
         _fine_positions(ny, f, centres=True),
