@@ -15,7 +15,10 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# the real files beside the checkout (``../shared/data``); XSR_TEST_DATA overrides the folder
+SHARED_DATA = Path(
+    os.environ.get("XSR_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 @pytest.fixture

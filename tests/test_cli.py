@@ -39,8 +39,19 @@ def test_cli_file_in_file_out(tmp_path, capsys):
     lonlat_dataset().to_netcdf(src)
     dst = tmp_path / "out.nc"
     rc = main(
-        ["downscale", str(src), str(dst), "-f", "3", "-m", "nearest", "--var", "pr",
-         "--conserve", "multiplicative"]
+        [
+            "downscale",
+            str(src),
+            str(dst),
+            "-f",
+            "3",
+            "-m",
+            "nearest",
+            "--var",
+            "pr",
+            "--conserve",
+            "multiplicative",
+        ]
     )
     assert rc == 0
     fine = xr.open_dataset(dst).load()

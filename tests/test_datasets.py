@@ -13,11 +13,11 @@ import numpy as np
 import pooch
 import pytest
 import xarray as xr
+from conftest import SHARED_DATA as SHARED
 
 from xsr.datasets import REGISTRY, fetch, list_datasets, open_dataset, open_sample
 from xsr.exceptions import DataUnavailableError, OptionError, XsrError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 GLOBAL = "ssh_global_quarterdeg_20190223.nc"
 MED = "ssh_med_eighthdeg_2005AMJ.nc"
 needs_shared = pytest.mark.skipif(

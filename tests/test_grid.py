@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from conftest import SHARED_DATA
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from xsr import grid
@@ -14,7 +15,7 @@ from xsr.exceptions import CoordinateError, FactorError, OptionError, ShapeError
 
 R = grid.EARTH_RADIUS
 SPHERE = 4.0 * np.pi * R**2
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def data_file(name: str) -> Path:
@@ -284,6 +285,9 @@ def test_wrap_longitude_and_convention() -> None:
     np.testing.assert_array_equal(grid.wrap_longitude([-0.5, 360.0, 10.0], 0.0), [359.5, 0, 10])
     np.testing.assert_array_equal(grid.wrap_longitude([180.0, -180.5], -180.0), [-180, 179.5])
     assert grid.wrap_longitude(np.array([-1e-14]), 0.0)[0] < 360.0
+    edge = np.nextafter(180.0, 0.0)
+    assert grid.wrap_longitude(np.array([edge]), -180.0)[0] == edge
+    assert -180 <= grid.wrap_longitude(np.array([edge - 360.0]), -180.0)[0] < 180
     assert grid.longitude_convention([0.125, 359.875]) == 0.0
     assert grid.longitude_convention([-179.5, 179.5]) == -180.0
     assert grid.longitude_convention([10.0, 50.0]) == -180.0
@@ -347,6 +351,7 @@ def test_property_regular_round_trip_centres(
     np.testing.assert_array_equal(cb, grid.infer_bounds_1d(values))
 
 
+@example(n=2, step=1.0, start=178.99999999999997, convention=-180.0, factor=3)
 @given(
     n=st.integers(2, 60),
     step=st.floats(0.05, 5.0),

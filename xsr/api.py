@@ -173,6 +173,10 @@ class _Grid:
     kind: GridKind
     ycoord: str | None = None
     xcoord: str | None = None
+    ycentres: np.ndarray | None = None  # (ny,)
+    xcentres: np.ndarray | None = None  # (nx,)
+    ykind: Literal["latitude", "longitude", "other"] = "other"
+    xkind: Literal["latitude", "longitude", "other"] = "other"
     ybounds: np.ndarray | None = None  # (ny, 2)
     xbounds: np.ndarray | None = None  # (nx, 2)
     ybounds_name: str | None = None
@@ -215,7 +219,7 @@ def _bounds_name(obj: XrObj, coord: str) -> str | None:
 
 def _bounds_1d(obj: XrObj, coord: str, kind: str) -> tuple[np.ndarray, str | None]:
     values = np.asarray(obj[coord].values, dtype=np.float64)
-    grid.check_monotonic(values, name=coord)
+    grid.check_monotonic(values, name=coord, period=360.0 if kind == "longitude" else None)
     bname = _bounds_name(obj, coord)
     if bname is not None:
         b = np.asarray(obj[bname].transpose(coord, ...).values, dtype=np.float64)
@@ -260,6 +264,9 @@ def _describe(obj: XrObj, ydim: str, xdim: str) -> _Grid:
     if has_y and has_x:
         ky, kx = _coord_kind(obj[ydim]), _coord_kind(obj[xdim])
         g.ycoord, g.xcoord = ydim, xdim
+        g.ykind, g.xkind = ky, kx
+        g.ycentres = np.asarray(obj[ydim].values, np.float64)
+        g.xcentres = np.asarray(obj[xdim].values, np.float64)
         g.ybounds, g.ybounds_name = _bounds_1d(obj, ydim, ky)
         g.xbounds, g.xbounds_name = _bounds_1d(obj, xdim, kx)
         if ky == "latitude" and kx == "longitude":
@@ -309,14 +316,12 @@ def _fine_weights_geometry(g: _Grid, factor: int) -> np.ndarray | None:
     """Fine cell areas from the grid geometry, shape (ny*f, nx*f), or None (uniform)."""
     if g.kind in ("lonlat", "rotated"):
         assert g.ybounds is not None and g.xbounds is not None
-        yb = _refine_bounds(g.ybounds, factor, "latitude")
-        xb = _refine_bounds(g.xbounds, factor, "longitude")
+        yb = _refine_bounds(g, "y", factor)
+        xb = _refine_bounds(g, "x", factor)
         return grid.cell_area_lonlat(yb, xb)
     if g.kind == "projected":
         assert g.ybounds is not None and g.xbounds is not None
-        return grid.cell_area_xy(
-            _refine_bounds(g.ybounds, factor, "other"), _refine_bounds(g.xbounds, factor, "other")
-        )
+        return grid.cell_area_xy(_refine_bounds(g, "y", factor), _refine_bounds(g, "x", factor))
     if g.kind == "curvilinear":
         assert g.lat_v is not None and g.lon_v is not None
         _, _, lat_vf, lon_vf = g.refine_curvilinear(factor)
@@ -324,9 +329,13 @@ def _fine_weights_geometry(g: _Grid, factor: int) -> np.ndarray | None:
     return None
 
 
-def _refine_bounds(b: np.ndarray, factor: int, kind: str) -> np.ndarray:
-    centres = b.mean(axis=1)
-    return grid.refine_1d(centres, factor, bounds=b, kind=kind)[1]  # type: ignore[arg-type]
+def _refine_bounds(g: _Grid, axis: Literal["y", "x"], factor: int) -> np.ndarray:
+    """Fine bounds (n*f, 2) of a 1-D axis of the grid."""
+    centres = g.ycentres if axis == "y" else g.xcentres
+    bounds = g.ybounds if axis == "y" else g.xbounds
+    kind = g.ykind if axis == "y" else g.xkind
+    assert centres is not None
+    return grid.refine_1d(centres, factor, bounds=bounds, kind=kind)[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -905,7 +914,7 @@ def _coarse_coords(
                 eb = np.stack([extra_lo, extra_lo + width], axis=1)
                 b = np.concatenate([b, eb])
                 c = np.concatenate([c, eb.mean(axis=1)])
-            cc, cb = grid.coarsen_1d(c, b, f)
+            cc, cb = grid.coarsen_1d(c, b, f, kind=_coord_kind(old))
             attrs = dict(old.attrs)
             name = bname or f"{dim}_bnds"
             attrs["bounds"] = name
@@ -917,7 +926,7 @@ def _coarse_coords(
         assert g.lat_v is not None and g.lon_v is not None
         lat_v = g.lat_v[::f, ::f]
         lon_v = g.lon_v[::f, ::f]
-        lat_c, lon_c = _vertex_centres(lat_v, lon_v)
+        lat_c, lon_c = grid.centres_from_vertices_2d(lat_v, lon_v)
         for name, c, v, bname in (
             (g.lat2d, lat_c, lat_v, g.lat_bounds_name),
             (g.lon2d, lon_c, lon_v, g.lon_bounds_name),
@@ -930,16 +939,3 @@ def _coarse_coords(
             bdim = _bounds_dim(obj, bname, "nv4")
             bvars[bn] = xr.Variable((g.ydim, g.xdim, bdim), grid.vertices_to_bounds_2d(v))
     return coords, bvars
-
-
-def _vertex_centres(lat_v: np.ndarray, lon_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cell centres as the normalised mean of the 4 corner unit vectors."""
-    la, lo = np.deg2rad(lat_v), np.deg2rad(lon_v)
-    xyz = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
-    c = xyz[:, :-1, :-1] + xyz[:, 1:, :-1] + xyz[:, :-1, 1:] + xyz[:, 1:, 1:]
-    c /= np.linalg.norm(c, axis=0)
-    lat = np.rad2deg(np.arcsin(np.clip(c[2], -1, 1)))
-    lon = np.rad2deg(np.arctan2(c[1], c[0]))
-    ref = lon_v[:-1, :-1]
-    lon = lon + 360.0 * np.round((ref - lon) / 360.0)
-    return lat, lon

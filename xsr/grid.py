@@ -207,10 +207,14 @@ def wrap_longitude(values: npt.ArrayLike, lon_min: float) -> FloatArray:
     numpy.ndarray of float64, same shape as ``values``
     """
     v = np.asarray(values, dtype=np.float64)
-    out = v - 360.0 * np.floor((v - lon_min) / 360.0)
-    # -1e-14 + 360 rounds to 360: keep the range half-open
-    out = np.where(out >= lon_min + 360.0, out - 360.0, out)
-    return np.asarray(out, dtype=np.float64)
+    hi = lon_min + 360.0
+    shifted = v - 360.0 * np.floor((v - lon_min) / 360.0)
+    # rounding can land a hair outside: -1e-14 + 360 gives 360, 179.99999999999997 - 360
+    # gives -180.00000000000003
+    shifted = np.where(shifted < lon_min, shifted + 360.0, shifted)
+    shifted = np.where(shifted >= hi, lon_min, shifted)
+    inside = (v >= lon_min) & (v < hi)
+    return np.asarray(np.where(inside, v, shifted), dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------
@@ -455,11 +459,12 @@ def refine_1d(
 
     Notes
     -----
-    Longitudes: fine centres are returned in the input's convention (``[0, 360)`` when the
-    centres are within ``[0, 360]``, ``[-180, 180)`` when within ``[-180, 180]``, else left
-    next to their coarse centre), each fine cell's bounds being shifted with its centre.  So
-    a 0..360 grid whose first cell straddles 0 (centre 0, bounds [-0.5, 0.5]) gives a fine
-    coordinate that wraps (359.75, 0.25, ...), which is monotonic only modulo 360.
+    Longitudes: fine centres are returned in the input's convention (``[-180, 180)`` when the
+    centres are within ``[-180, 180]``, which includes ``[0, 180]``; else ``[0, 360)`` when
+    within ``[0, 360]``; else left next to their coarse centre), each fine cell's bounds
+    being shifted with its centre.  So a 0..360 grid whose first cell straddles 0 (centre 0,
+    bounds [-0.5, 0.5]) gives a fine coordinate that wraps (359.75, 0.25, ...), which is
+    monotonic only modulo 360 (``check_monotonic(..., period=360)`` accepts it).
 
     Raises
     ------
@@ -485,9 +490,9 @@ def refine_1d(
     if kind == "longitude":
         lo = longitude_convention(c)
         if lo is not None:
-            shift = -360.0 * np.floor((fine_c - lo) / 360.0)
-            fine_c = fine_c + shift
-            fine_b = fine_b + shift[:, None]
+            wrapped = wrap_longitude(fine_c, lo)
+            fine_b = fine_b + 360.0 * np.round((wrapped - fine_c) / 360.0)[:, None]
+            fine_c = wrapped
     return fine_c, fine_b
 
 

@@ -7,11 +7,12 @@ absolute errors and, optionally, ensemble spreads, side by side on shared colour
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
 
+from .api import spatial_dims
 from .exceptions import OptionError, ShapeError
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ NAN_COLOUR = "0.75"
 
 def _plane(da: xr.DataArray, what: str) -> tuple[xr.DataArray, str, str]:
     """``da`` reduced to its two horizontal dims ``(y, x)`` (size-1 dims squeezed)."""
-    from .api import spatial_dims
-
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"{what} must be an xarray DataArray, got {type(da).__name__}")
     ydim, xdim = spatial_dims(da)
@@ -42,7 +41,10 @@ def _plane(da: xr.DataArray, what: str) -> tuple[xr.DataArray, str, str]:
     return plane, ydim, xdim
 
 
-def _extent(plane: xr.DataArray, ydim: str, xdim: str) -> tuple[list[float] | None, str]:
+Origin = Literal["upper", "lower"]
+
+
+def _extent(plane: xr.DataArray, ydim: str, xdim: str) -> tuple[list[float] | None, Origin]:
     """imshow extent from 1-D coordinates (outer cell edges), and the matching origin."""
     if not (ydim in plane.coords and xdim in plane.coords):
         return None, "lower"
@@ -50,10 +52,15 @@ def _extent(plane: xr.DataArray, ydim: str, xdim: str) -> tuple[list[float] | No
     x = np.asarray(plane[xdim].values, dtype=np.float64)
     if y.ndim != 1 or x.ndim != 1 or y.size < 2 or x.size < 2:
         return None, "lower"
-    dy = (y[-1] - y[0]) / (y.size - 1)
-    dx = (x[-1] - x[0]) / (x.size - 1)
-    ext = [x[0] - dx / 2, x[-1] + dx / 2, y[0] - dy / 2, y[-1] + dy / 2]
-    return [float(v) for v in ext], "lower"
+    dy, dx = np.diff(y), np.diff(x)
+    if not ((dy > 0).all() or (dy < 0).all()) or not ((dx > 0).all() or (dx < 0).all()):
+        return None, "lower"  # not monotonic (e.g. longitudes that wrap): index space
+    hy = (y[-1] - y[0]) / (y.size - 1) / 2
+    hx = (x[-1] - x[0]) / (x.size - 1) / 2
+    xs = [x[0] - hx, x[-1] + hx]
+    if hy > 0:  # row 0 is the southernmost: draw it at the bottom
+        return [float(v) for v in (*xs, y[0] - hy, y[-1] + hy)], "lower"
+    return [float(v) for v in (*xs, y[-1] + hy, y[0] - hy)], "upper"
 
 
 def _robust_max(arrays: Sequence[np.ndarray], q: float = 99.0) -> float:
@@ -123,7 +130,9 @@ def compare(
     import matplotlib as mpl
 
     if not fields:
-        raise OptionError("fields is empty; pass at least one downscaled field, e.g. {'bicubic': da}")
+        raise OptionError(
+            "fields is empty; pass at least one downscaled field, e.g. {'bicubic': da}"
+        )
     t, ty, tx = _plane(truth, "truth")
     c, cy, cx = _plane(coarse, "coarse")
     names = list(fields)
@@ -150,7 +159,9 @@ def compare(
         unknown = [k for k in std if k not in fields]
         if unknown:
             raise OptionError(f"std has entries {unknown} that are not in fields {names}")
-        stds = {k: np.asarray(_plane(v, f"std[{k!r}]")[0].values, np.float64) for k, v in std.items()}
+        stds = {
+            k: np.asarray(_plane(v, f"std[{k!r}]")[0].values, np.float64) for k, v in std.items()
+        }
 
     tv = np.asarray(t.values, dtype=np.float64)
     errs = {k: np.abs(v - tv) for k, v in planes.items()} if error else {}
@@ -179,9 +190,7 @@ def compare(
         fig = axes[0].figure  # type: ignore[assignment]
 
     def _cmap(name: str) -> Any:
-        cm = mpl.colormaps[name].copy()
-        cm.set_bad(NAN_COLOUR)
-        return cm
+        return mpl.colormaps[name].with_extremes(bad=NAN_COLOUR)
 
     finite = tv[np.isfinite(tv)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -189,7 +198,7 @@ def compare(
     c_ext, c_origin = _extent(c, cy, cx)
     value_kw = {"cmap": _cmap(cmap), "vmin": vmin, "vmax": vmax, "interpolation": "nearest"}
 
-    def _show(a: Axes, data: np.ndarray, label: str, extent: Any, org: str, **kw: Any) -> Any:
+    def _show(a: Axes, data: np.ndarray, label: str, extent: Any, org: Origin, **kw: Any) -> Any:
         im = a.imshow(np.ma.masked_invalid(data), extent=extent, origin=org, **kw)
         a.set_title(label, fontsize="medium")
         a.tick_params(labelsize="small")
@@ -226,4 +235,4 @@ def compare(
         fig.colorbar(im, ax=std_axes, shrink=0.9, extend="max", label=units or None)
     if title:
         fig.suptitle(title)
-    return fig  # type: ignore[return-value]
+    return fig
