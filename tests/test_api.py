@@ -387,3 +387,12 @@ def test_lazy_torch_import():
     code = "import sys, xsr; xsr.list_methods(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_variables_on_one_horizontal_dim_are_dropped_with_a_warning():
+    ds = lonlat_dataset()
+    ds["zonal_mean"] = ds["sst"].mean("lon")
+    with pytest.warns(UserWarning, match=r"\['zonal_mean'\].*dropped"):
+        fine = ds.sr.downscale(factor=2)
+    assert "zonal_mean" not in fine
+    assert "sst" in fine

@@ -508,6 +508,22 @@ def _spatial_vars(obj: xr.Dataset, g: _Grid, skip: set[str]) -> list[str]:
     ]
 
 
+def _warn_dropped(obj: xr.Dataset, g: _Grid, kept: list[str], skip: set[str]) -> None:
+    """Warn about data variables on only one of the horizontal dimensions (dropped)."""
+    dropped = [
+        str(n)
+        for n, v in obj.data_vars.items()
+        if (g.ydim in v.dims or g.xdim in v.dims) and n not in kept and n not in skip
+    ]
+    if dropped:
+        warnings.warn(
+            f"data variables {dropped} have only one of the horizontal dimensions "
+            f"({g.ydim!r}, {g.xdim!r}) and are dropped from the result; downscale them "
+            "separately if you need them",
+            stacklevel=4,
+        )
+
+
 def _check_chunks(da: xr.DataArray, g: _Grid, name: str) -> None:
     chunks = da.chunksizes if da.chunks is not None else {}
     for d in (g.ydim, g.xdim):
@@ -717,6 +733,7 @@ def downscale(
             f"{xdim!r}); variables: {list(obj.data_vars)}"
         )
     spatial_coord_names = [c for c in obj.variables if ydim in obj[c].dims or xdim in obj[c].dims]
+    _warn_dropped(obj, g, names, skip)
     base = obj.drop_vars(spatial_coord_names)
     new_vars = {}
     for n in names:
@@ -854,6 +871,7 @@ def coarsen(
         skip.add(g.area_name)
     names = _spatial_vars(obj, g, skip)
     spatial = [c for c in obj.variables if ydim in obj[c].dims or xdim in obj[c].dims]
+    _warn_dropped(obj, g, names, skip)
     base = obj.drop_vars(spatial)
     new = {}
     for n in names:
