@@ -28,7 +28,7 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Mapping
+    from collections.abc import Callable, Hashable, Mapping
 
     from .conserve import ConserveMode
     from .methods.base import Method
@@ -524,6 +524,67 @@ def _warn_dropped(obj: xr.Dataset, g: _Grid, kept: list[str], skip: set[str]) ->
         )
 
 
+def _assemble(
+    obj: XrObj,
+    g: _Grid,
+    one: Callable[[xr.DataArray, str], xr.DataArray],
+    coords: dict[str, Any],
+    bvars: dict[str, Any],
+    area: xr.Variable | None,
+    line: str,
+) -> XrObj:
+    """Apply ``one`` to every variable on the grid and build the result on the new grid.
+
+    ``one(da, name)`` gets a variable without its horizontal coordinates and returns it on
+    the new grid; the new ``coords``, bounds variables ``bvars`` and cell ``area`` are
+    attached, other variables and coordinates are kept, and ``line`` goes into ``history``.
+    """
+    ydim, xdim = g.ydim, g.xdim
+
+    def on_grid(v: xr.DataArray) -> bool:
+        return ydim in v.dims or xdim in v.dims
+
+    def strip(da: xr.DataArray) -> xr.DataArray:
+        return da.drop_vars([c for c in da.coords if on_grid(da[c])])
+
+    if isinstance(obj, xr.DataArray):
+        out = one(strip(obj), str(obj.name) if obj.name is not None else "data")
+        out = out.drop_vars([c for c in out.coords if on_grid(out[c])])
+        out = out.assign_coords(coords)
+        out = out.assign_coords({k: v for k, v in obj.coords.items() if not on_grid(v)})
+        out.name = obj.name
+        out.attrs = _add_history(out.attrs, line)
+        return out
+
+    skip = set(bvars) | {
+        n for n in (g.ybounds_name, g.xbounds_name, g.lat_bounds_name, g.lon_bounds_name) if n
+    }
+    if g.area_name:
+        skip.add(g.area_name)
+    names = _spatial_vars(obj, g, skip)
+    if not names:
+        raise SpatialDimsError(
+            f"no data variable of the Dataset has both horizontal dimensions ({ydim!r}, "
+            f"{xdim!r}); variables: {list(obj.data_vars)}"
+        )
+    _warn_dropped(obj, g, names, skip)
+    base = obj.drop_vars([c for c in obj.variables if on_grid(obj[c])])
+    out_ds = base.assign({n: one(strip(obj[n]), n) for n in names}).assign_coords(coords)
+    for k, v in bvars.items():
+        out_ds[k] = v
+        if k in obj.coords:
+            out_ds = out_ds.set_coords(k)
+    if area is not None and g.area_name is not None:
+        area = area.transpose(*obj[g.area_name].dims)
+        if g.area_name in obj.coords:
+            out_ds = out_ds.assign_coords({g.area_name: area})
+        else:
+            out_ds[g.area_name] = area
+    out_ds = _order_like(out_ds, obj)
+    out_ds.attrs = _add_history(dict(obj.attrs), line)
+    return out_ds
+
+
 def _check_chunks(da: xr.DataArray, g: _Grid, name: str) -> None:
     chunks = da.chunksizes if da.chunks is not None else {}
     for d in (g.ydim, g.xdim):
@@ -710,53 +771,11 @@ def downscale(
             stacklevel=3,
         )
 
-    if isinstance(obj, xr.DataArray):
-        da = obj.drop_vars([c for c in obj.coords if ydim in obj[c].dims or xdim in obj[c].dims])
-        out = _one(da, str(obj.name) if obj.name is not None else "data")
-        out.name = obj.name
-        out = out.assign_coords({k: v for k, v in coords.items()})
-        out = out.assign_coords(
-            {k: v for k, v in obj.coords.items() if ydim not in v.dims and xdim not in v.dims}
-        )
-        out.attrs = _add_history(out.attrs, line)
-        return out
-
-    skip = set(bvars) | {
-        n for n in (g.ybounds_name, g.xbounds_name, g.lat_bounds_name, g.lon_bounds_name) if n
-    }
-    if g.area_name:
-        skip.add(g.area_name)
-    names = _spatial_vars(obj, g, skip)
-    if not names:
-        raise SpatialDimsError(
-            f"no data variable of the Dataset has both horizontal dimensions ({ydim!r}, "
-            f"{xdim!r}); variables: {list(obj.data_vars)}"
-        )
-    spatial_coord_names = [c for c in obj.variables if ydim in obj[c].dims or xdim in obj[c].dims]
-    _warn_dropped(obj, g, names, skip)
-    base = obj.drop_vars(spatial_coord_names)
-    new_vars = {}
-    for n in names:
-        da = obj[n].drop_vars(
-            [c for c in obj[n].coords if ydim in obj[c].dims or xdim in obj[c].dims]
-        )
-        new_vars[n] = _one(da, n)
-    out_ds = base.assign(new_vars)
-    out_ds = out_ds.assign_coords(coords)
-    for k, v in bvars.items():
-        out_ds[k] = v
-        if k in out_ds.data_vars and k in obj.coords:
-            out_ds = out_ds.set_coords(k)
+    area = None
     if g.area_name is not None and w is not None:
         a = obj[g.area_name]
-        area = xr.Variable((ydim, xdim), w.astype(a.dtype), dict(a.attrs)).transpose(*a.dims)
-        if g.area_name in obj.coords:
-            out_ds = out_ds.assign_coords({g.area_name: area})
-        else:
-            out_ds[g.area_name] = area
-    out_ds = _order_like(out_ds, obj)
-    out_ds.attrs = _add_history(dict(obj.attrs), line)
-    return out_ds
+        area = xr.Variable((ydim, xdim), w.astype(a.dtype), dict(a.attrs))
+    return _assemble(obj, g, _one, coords, bvars, area, line)
 
 
 def coarsen(
@@ -858,30 +877,7 @@ def coarsen(
         return res.transpose(*da.dims)
 
     coords, bvars = _coarse_coords(obj, g, f, pad_y, pad_x)
-    if isinstance(obj, xr.DataArray):
-        da = obj.drop_vars([c for c in obj.coords if ydim in obj[c].dims or xdim in obj[c].dims])
-        out = _one(da).assign_coords(coords)
-        out.name = obj.name
-        out.attrs = _add_history(out.attrs, line)
-        return out
-    skip = set(bvars) | {
-        n for n in (g.ybounds_name, g.xbounds_name, g.lat_bounds_name, g.lon_bounds_name) if n
-    }
-    if g.area_name:
-        skip.add(g.area_name)
-    names = _spatial_vars(obj, g, skip)
-    spatial = [c for c in obj.variables if ydim in obj[c].dims or xdim in obj[c].dims]
-    _warn_dropped(obj, g, names, skip)
-    base = obj.drop_vars(spatial)
-    new = {}
-    for n in names:
-        da = obj[n].drop_vars(
-            [c for c in obj[n].coords if ydim in obj[c].dims or xdim in obj[c].dims]
-        )
-        new[n] = _one(da)
-    out_ds = base.assign(new).assign_coords(coords)
-    for k, v in bvars.items():
-        out_ds[k] = v
+    area = None
     if g.area_name is not None:
         a = obj[g.area_name].transpose(ydim, xdim)
         av = a.values.astype(np.float64)
@@ -889,13 +885,7 @@ def coarsen(
             av = np.pad(av, ((0, pad_y), (0, pad_x)))
         s = av.reshape(av.shape[0] // f, f, av.shape[1] // f, f).sum(axis=(1, 3))
         area = xr.Variable((ydim, xdim), s.astype(a.dtype), dict(a.attrs))
-        if g.area_name in obj.coords:
-            out_ds = out_ds.assign_coords({g.area_name: area})
-        else:
-            out_ds[g.area_name] = area
-    out_ds = _order_like(out_ds, obj)
-    out_ds.attrs = _add_history(dict(obj.attrs), line)
-    return out_ds
+    return _assemble(obj, g, lambda da, name: _one(da), coords, bvars, area, line)
 
 
 def _fine_weights_geometry_same_grid(g: _Grid) -> np.ndarray | None:
