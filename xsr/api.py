@@ -444,44 +444,62 @@ def _order_like(out: xr.Dataset, obj: xr.Dataset) -> xr.Dataset:
     return out[first + rest]
 
 
-def _fine_coords(obj: XrObj, g: _Grid, factor: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(coords, bounds variables) of the fine grid."""
+def _make_coords(
+    obj: XrObj,
+    g: _Grid,
+    axes: dict[str, tuple[np.ndarray, np.ndarray]],
+    curvilinear: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(coords, bounds variables) of a new grid.
+
+    ``axes`` maps the 1-D dimension coordinates to (centres, bounds (n, 2)); ``curvilinear`` is
+    (lat centres, lon centres, lat vertices, lon vertices) for 2-D latitude/longitude.
+    Attributes (with a ``bounds`` attribute added) and bounds-variable names are kept.
+    """
     coords: dict[str, Any] = {}
     bvars: dict[str, Any] = {}
-    if g.ycoord is not None and g.xcoord is not None:
-        for dim, b, bname in (
-            (g.ydim, g.ybounds, g.ybounds_name),
-            (g.xdim, g.xbounds, g.xbounds_name),
-        ):
-            assert b is not None
-            old = obj[dim]
-            kind = _coord_kind(old)
-            c, fb = grid.refine_1d(np.asarray(old.values, np.float64), factor, bounds=b, kind=kind)
-            attrs = dict(old.attrs)
-            name = bname or f"{dim}_bnds"
-            attrs["bounds"] = name
-            coords[dim] = xr.Variable(dim, c, attrs, _coord_encoding(old))
-            bdim = _bounds_dim(obj, bname, "bnds")
-            battrs = dict(obj[bname].attrs) if bname else {}
-            bvars[name] = xr.Variable((dim, bdim), fb, battrs)
-    if g.lat2d is not None and g.lon2d is not None:
-        assert g.lat_v is not None and g.lon_v is not None
-        lat_c, lon_c, lat_vf, lon_vf = g.refine_curvilinear(factor)
+    for dim, (c, b) in axes.items():
+        bname = g.ybounds_name if dim == g.ydim else g.xbounds_name
+        old = obj[dim]
+        name = bname or f"{dim}_bnds"
+        coords[dim] = xr.Variable(dim, c, {**old.attrs, "bounds": name}, _coord_encoding(old))
+        battrs = dict(obj[bname].attrs) if bname else {}
+        bvars[name] = xr.Variable((dim, _bounds_dim(obj, bname, "bnds")), b, battrs)
+    if curvilinear is not None and g.lat2d is not None and g.lon2d is not None:
+        lat_c, lon_c, lat_v, lon_v = curvilinear
         for name, c, v, bname in (
-            (g.lat2d, lat_c, lat_vf, g.lat_bounds_name),
-            (g.lon2d, lon_c, lon_vf, g.lon_bounds_name),
+            (g.lat2d, lat_c, lat_v, g.lat_bounds_name),
+            (g.lon2d, lon_c, lon_v, g.lon_bounds_name),
         ):
             old = obj[name]
-            attrs = dict(old.attrs)
             bn = bname or f"{name}_bounds"
-            attrs["bounds"] = bn
-            coords[name] = xr.Variable((g.ydim, g.xdim), c, attrs, _coord_encoding(old)).transpose(
-                *old.dims
-            )
-            bdim = _bounds_dim(obj, bname, "nv4")
+            coords[name] = xr.Variable(
+                (g.ydim, g.xdim), c, {**old.attrs, "bounds": bn}, _coord_encoding(old)
+            ).transpose(*old.dims)
             battrs = dict(obj[bname].attrs) if bname else {}
-            bvars[bn] = xr.Variable((g.ydim, g.xdim, bdim), grid.vertices_to_bounds_2d(v), battrs)
+            bvars[bn] = xr.Variable(
+                (g.ydim, g.xdim, _bounds_dim(obj, bname, "nv4")),
+                grid.vertices_to_bounds_2d(v),
+                battrs,
+            )
     return coords, bvars
+
+
+def _fine_coords(obj: XrObj, g: _Grid, factor: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(coords, bounds variables) of the fine grid."""
+    axes = {}
+    if g.ycoord is not None and g.xcoord is not None:
+        for dim, c, b, kind in (
+            (g.ydim, g.ycentres, g.ybounds, g.ykind),
+            (g.xdim, g.xcentres, g.xbounds, g.xkind),
+        ):
+            assert c is not None
+            axes[dim] = grid.refine_1d(c, factor, bounds=b, kind=kind)
+    curvi = None
+    if g.lat2d is not None and g.lon2d is not None:
+        lat_c, lon_c, lat_vf, lon_vf = g.refine_curvilinear(factor)
+        curvi = (lat_c, lon_c, lat_vf, lon_vf)
+    return _make_coords(obj, g, axes, curvi)
 
 
 # ------------------------------------------------------------------------------------------
@@ -658,17 +676,11 @@ def downscale(
         refined coordinates with CF bounds (Datasets), attrs kept plus ``xsr_*`` provenance
         attrs and a ``history`` line.  Variables without both horizontal dims are unchanged.
     """
-    from .conserve import check_bounds, check_conserve, check_factor
+    from .conserve import check_options
     from .methods.base import downscale_array
     from .methods.registry import get_method
 
-    f = check_factor(factor)
-    mode = check_conserve(conserve)
-    bnds = check_bounds(bounds) if mode == "bounded" else None
-    if mode != "bounded" and bounds is not None:
-        raise OptionError(
-            f"bounds={bounds!r} is only used with conserve='bounded', got conserve={conserve!r}"
-        )
+    f, mode, bnds = check_options(factor, conserve, bounds)
     m = get_method(method, **method_options)
     if not isinstance(obj, xr.Dataset | xr.DataArray):
         raise TypeError(f"expected an xarray Dataset or DataArray, got {type(obj).__name__}")
@@ -905,45 +917,27 @@ def _fine_weights_geometry_same_grid(g: _Grid) -> np.ndarray | None:
 def _coarse_coords(
     obj: XrObj, g: _Grid, f: int, pad_y: int, pad_x: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    coords: dict[str, Any] = {}
-    bvars: dict[str, Any] = {}
+    """(coords, bounds variables) of the coarse grid (padded cells extend the last cell)."""
+    axes = {}
     if g.ycoord is not None and g.xcoord is not None:
-        for dim, b, bname, pad in (
-            (g.ydim, g.ybounds, g.ybounds_name, pad_y),
-            (g.xdim, g.xbounds, g.xbounds_name, pad_x),
+        for dim, c, b, kind, pad in (
+            (g.ydim, g.ycentres, g.ybounds, g.ykind, pad_y),
+            (g.xdim, g.xcentres, g.xbounds, g.xkind, pad_x),
         ):
+            assert c is not None
             assert b is not None
-            old = obj[dim]
-            c = np.asarray(old.values, np.float64)
             if pad:
-                # extend the grid with cells of the last cell's width
                 width = b[-1, 1] - b[-1, 0]
                 extra_lo = b[-1, 1] + width * np.arange(pad)
                 eb = np.stack([extra_lo, extra_lo + width], axis=1)
                 b = np.concatenate([b, eb])
                 c = np.concatenate([c, eb.mean(axis=1)])
-            cc, cb = grid.coarsen_1d(c, b, f, kind=_coord_kind(old))
-            attrs = dict(old.attrs)
-            name = bname or f"{dim}_bnds"
-            attrs["bounds"] = name
-            coords[dim] = xr.Variable(dim, cc, attrs, _coord_encoding(old))
-            bdim = _bounds_dim(obj, bname, "bnds")
-            battrs = dict(obj[bname].attrs) if bname else {}
-            bvars[name] = xr.Variable((dim, bdim), cb, battrs)
+            axes[dim] = grid.coarsen_1d(c, b, f, kind=kind)
+    curvi = None
     if g.lat2d is not None and g.lon2d is not None and not (pad_y or pad_x):
-        assert g.lat_v is not None and g.lon_v is not None
-        lat_v = g.lat_v[::f, ::f]
-        lon_v = g.lon_v[::f, ::f]
+        assert g.lat_v is not None
+        assert g.lon_v is not None
+        lat_v, lon_v = g.lat_v[::f, ::f], g.lon_v[::f, ::f]
         lat_c, lon_c = grid.centres_from_vertices_2d(lat_v, lon_v)
-        for name, c, v, bname in (
-            (g.lat2d, lat_c, lat_v, g.lat_bounds_name),
-            (g.lon2d, lon_c, lon_v, g.lon_bounds_name),
-        ):
-            old = obj[name]
-            attrs = dict(old.attrs)
-            bn = bname or f"{name}_bounds"
-            attrs["bounds"] = bn
-            coords[name] = xr.Variable((g.ydim, g.xdim), c, attrs).transpose(*old.dims)
-            bdim = _bounds_dim(obj, bname, "nv4")
-            bvars[bn] = xr.Variable((g.ydim, g.xdim, bdim), grid.vertices_to_bounds_2d(v))
-    return coords, bvars
+        curvi = (lat_c, lon_c, lat_v, lon_v)
+    return _make_coords(obj, g, axes, curvi)

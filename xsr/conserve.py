@@ -46,6 +46,7 @@ __all__ = [
     "check_coarse",
     "check_conserve",
     "check_factor",
+    "check_options",
     "conservation_error",
     "enforce",
     "upsample",
@@ -124,6 +125,26 @@ def check_bounds(bounds: Any) -> Bounds:
     if lo is not None and hi is not None and not lo < hi:
         raise OptionError(f"bounds must satisfy lower < upper, got {bounds!r}")
     return lo, hi
+
+
+def check_options(
+    factor: Any, conserve: Any, bounds: Any
+) -> tuple[int, ConserveMode | None, Bounds | None]:
+    """Validate ``factor``, ``conserve`` and ``bounds`` together.
+
+    Returns
+    -------
+    (factor, mode, bounds)
+        ``bounds`` is None unless ``mode == "bounded"``; bounds given with another mode are
+        an error rather than silently ignored.
+    """
+    f = check_factor(factor)
+    mode = check_conserve(conserve)
+    if mode != "bounded" and bounds is not None:
+        raise OptionError(
+            f"bounds={bounds!r} is only used with conserve='bounded', got conserve={conserve!r}"
+        )
+    return f, mode, check_bounds(bounds) if mode == "bounded" else None
 
 
 def check_coarse(

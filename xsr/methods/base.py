@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..exceptions import DtypeError, InputValueError, MethodError, OptionError, ShapeError
+from ..exceptions import DtypeError, InputValueError, MethodError, ShapeError
 
 if TYPE_CHECKING:
     import torch
@@ -181,17 +181,11 @@ def downscale_array(
     """
     import torch
 
-    from ..conserve import check_bounds, check_coarse, check_conserve, check_factor, enforce
+    from ..conserve import check_coarse, check_options, enforce, upsample
     from ..options import OPTIONS, resolve_device
     from .registry import get_method
 
-    f = check_factor(factor)
-    mode = check_conserve(conserve)
-    bnds = check_bounds(bounds) if mode == "bounded" else None
-    if mode != "bounded" and bounds is not None:
-        raise OptionError(
-            f"bounds={bounds!r} is only used with conserve='bounded', got conserve={conserve!r}"
-        )
+    f, mode, bnds = check_options(factor, conserve, bounds)
     m = get_method(method, **method_options)
     _check_dtype(x, name)
 
@@ -242,8 +236,6 @@ def downscale_array(
         raise MethodError(
             f"method {m!r} returned shape {tuple(y.shape)}, expected (..., {ny * f}, {nx * f})"
         )
-    from ..conserve import upsample
-
     keep = upsample(valid, f)
     if fine_mask is not None:
         keep = keep & fine_mask
