@@ -67,13 +67,17 @@ def problems(draw):
     if draw(st.booleans()):
         fine[..., 0, 0] = 0.0  # exact zeros: multiplicative zero-mean blocks
     w = rng.uniform(0.2, 2.0, (ny * f, nx * f)) if use_w else None
-    return f, coarse.astype(dtype), fine.astype(dtype), mode, bounds, w
+    mask = None
+    if draw(st.booleans()):
+        mask = rng.random((ny * f, nx * f)) > 0.5
+        mask[::f, ::f] = True  # at least one valid fine cell per coarse cell
+    return f, coarse.astype(dtype), fine.astype(dtype), mode, bounds, w, mask
 
 
 @given(problems())
 def test_enforce_conserves(problem):
-    f, coarse, fine, mode, bounds, w = problem
-    out = enforce(fine, coarse, f, mode, weights=w, bounds=bounds)
+    f, coarse, fine, mode, bounds, w, mask = problem
+    out = enforce(fine, coarse, f, mode, weights=w, bounds=bounds, mask=mask)
     assert out.dtype == fine.dtype
     assert out.shape == fine.shape
     bm = reference_block_mean(out.astype(np.float64), f, w)
@@ -81,8 +85,11 @@ def test_enforce_conserves(problem):
     tol = 1e-12 if fine.dtype == np.float64 else 2e-6
     scale = np.abs(coarse[ok]).max() if ok.any() else 1.0
     assert np.all(np.abs(bm[ok] - coarse[ok].astype(np.float64)) <= tol * scale)
-    # NaN exactly where the coarse cell is NaN
-    assert np.array_equal(np.isnan(out), np.isnan(upsample(coarse, f)))
+    # NaN exactly where the coarse cell is NaN or the fine cell is masked
+    expected_nan = np.isnan(upsample(coarse, f))
+    if mask is not None:
+        expected_nan = expected_nan | ~mask
+    assert np.array_equal(np.isnan(out), expected_nan)
     if (mode == "multiplicative" or bounds is not None) and np.isfinite(out).any():
         lo, hi = bounds if bounds is not None else (0.0, None)
         if lo is not None:
