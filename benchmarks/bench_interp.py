@@ -17,8 +17,9 @@ Each case runs in a fresh Python process (so its peak memory is its own), ``--re
 Reported per case: every wall time, the best and the median, and the peak resident memory
 (RSS) increase over the RSS just before the call, sampled every millisecond by a background
 thread with psutil (imports, data loading and the fine coordinates are done before the
-baseline is taken); the process's ``ru_maxrss`` high-water mark is given as a cross-check.
-On CUDA, ``torch.cuda.max_memory_allocated`` is added for xsr.
+baseline is taken; on CUDA the context is created before it too); the process's
+``ru_maxrss`` high-water mark is given as a cross-check.  On CUDA,
+``torch.cuda.max_memory_allocated`` is added for xsr.
 
 Usage::
 
@@ -95,9 +96,13 @@ def _worker(case: str, factor: int, device: str, repeat: int) -> dict[str, Any]:
     ds = xr.open_dataset(xsr.datasets.fetch(FILE)).load()
     info: dict[str, Any] = {"case": case, "factor": factor}
     if case == "xsr_bicubic":
+        import cf_xarray  # noqa: F401  (imported before the memory baseline, like torch)
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
+        if device.startswith("cuda"):
+            torch.zeros(1, device=device)  # create the CUDA context before the baseline
+            torch.cuda.synchronize()
 
         def call() -> Any:
             out = ds.sr.downscale(factor=factor, method="bicubic", device=device)

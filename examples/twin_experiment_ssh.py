@@ -30,7 +30,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
 import xsr
@@ -84,8 +83,11 @@ def run(out: Path, *, factors: tuple[int, ...] = (4, 8), use_mask: bool = True) 
                     )
                 )
 
+    header = (
+        "| factor | coarse grid | method | conserve | RMSE (cm) | SSIM | max rel. cons. error |"
+    )
     lines = [
-        "| factor | coarse grid | method | conserve | RMSE (cm) | SSIM | max rel. conservation error |",
+        header,
         "|---:|:---|:---|:---|---:|---:|---:|",
     ]
     ny, nx = truth.sizes["latitude"], truth.sizes["longitude"]
