@@ -10,7 +10,6 @@ import xarray as xr
 import xsr
 from xsr.exceptions import (
     BoundsError,
-    ChunkError,
     CoordinateError,
     DtypeError,
     FactorError,
@@ -73,10 +72,15 @@ def test_dask_stays_lazy():
     assert_conserves(fine, ds, 2)
 
 
-def test_spatially_chunked_dask_is_refused_clearly():
-    ds = lonlat_dataset().chunk({"lat": 4})
-    with pytest.raises(ChunkError, match=r"rechunk with \.chunk\(\{'lat': -1, 'lon': -1\}\)"):
-        ds.sr.downscale(factor=2)
+def test_spatially_chunked_dask_is_tiled():
+    # formerly refused; now tiled chunk by chunk (tests/test_tiling.py has the details)
+    ds = lonlat_dataset()
+    fine = ds.chunk({"lat": 4}).sr.downscale(factor=2)
+    assert fine["sst"].chunks is not None
+    assert fine["sst"].chunksizes["lat"] == (8, 8, 8)
+    ref = ds.sr.downscale(factor=2)
+    np.testing.assert_allclose(fine["sst"].values, ref["sst"].values, rtol=1e-13, atol=0)
+    assert_conserves(fine, ds, 2)
 
 
 def test_dataarray_downscale_and_coarsen():
@@ -396,3 +400,18 @@ def test_variables_on_one_horizontal_dim_are_dropped_with_a_warning():
         fine = ds.sr.downscale(factor=2)
     assert "zonal_mean" not in fine
     assert "sst" in fine
+
+
+def test_dataarray_coords_do_not_point_at_missing_bounds():
+    fine = lonlat_dataset()["sst"].sr.downscale(factor=2)
+    assert "bounds" not in fine["lat"].attrs
+    assert "bounds" not in fine["lon"].attrs
+
+
+def test_coarsen_pad_on_curvilinear_warns_about_coordinates():
+    ds = curvilinear_dataset(ny=10, nx=16)
+    with pytest.warns(UserWarning, match="drops the 2-D coordinates"):
+        out = ds.sr.coarsen(factor=4, boundary="pad")
+    assert out["t"].shape == (3, 4)
+    trimmed = ds.sr.coarsen(factor=4, boundary="trim")
+    assert trimmed["lat"].shape == (2, 4)

@@ -10,6 +10,7 @@ dask-backed inputs stay lazy.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,7 +20,6 @@ import xarray as xr
 
 from . import grid
 from .exceptions import (
-    ChunkError,
     CoordinateError,
     DtypeError,
     OptionError,
@@ -545,7 +545,7 @@ def _warn_dropped(obj: xr.Dataset, g: _Grid, kept: list[str], skip: set[str]) ->
 def _assemble(
     obj: XrObj,
     g: _Grid,
-    one: Callable[[xr.DataArray, str], xr.DataArray],
+    one: Callable[[xr.DataArray, str], xr.DataArray | dict[str, xr.DataArray]],
     coords: dict[str, Any],
     bvars: dict[str, Any],
     area: xr.Variable | None,
@@ -554,8 +554,9 @@ def _assemble(
     """Apply ``one`` to every variable on the grid and build the result on the new grid.
 
     ``one(da, name)`` gets a variable without its horizontal coordinates and returns it on
-    the new grid; the new ``coords``, bounds variables ``bvars`` and cell ``area`` are
-    attached, other variables and coordinates are kept, and ``line`` goes into ``history``.
+    the new grid (or a dict of new variables, ``name`` among them, for a Dataset); the new
+    ``coords``, bounds variables ``bvars`` and cell ``area`` are attached, other variables
+    and coordinates are kept, and ``line`` goes into ``history``.
     """
     ydim, xdim = g.ydim, g.xdim
 
@@ -566,9 +567,19 @@ def _assemble(
         return da.drop_vars([c for c in da.coords if on_grid(da[c])])
 
     if isinstance(obj, xr.DataArray):
-        out = one(strip(obj), str(obj.name) if obj.name is not None else "data")
+        vname = str(obj.name) if obj.name is not None else "data"
+        res = one(strip(obj), vname)
+        out = res[vname] if isinstance(res, dict) else res
         out = out.drop_vars([c for c in out.coords if on_grid(out[c])])
-        out = out.assign_coords(coords)
+        # a DataArray cannot carry bounds variables: do not point at missing ones
+        out = out.assign_coords(
+            {
+                k: xr.Variable(
+                    v.dims, v.data, {a: b for a, b in v.attrs.items() if a != "bounds"}, v.encoding
+                )
+                for k, v in coords.items()
+            }
+        )
         out = out.assign_coords({k: v for k, v in obj.coords.items() if not on_grid(v)})
         out.name = obj.name
         out.attrs = _add_history(out.attrs, line)
@@ -587,7 +598,11 @@ def _assemble(
         )
     _warn_dropped(obj, g, names, skip)
     base = obj.drop_vars([c for c in obj.variables if on_grid(obj[c])])
-    out_ds = base.assign({n: one(strip(obj[n]), n) for n in names}).assign_coords(coords)
+    new: dict[str, xr.DataArray] = {}
+    for n in names:
+        res = one(strip(obj[n]), n)
+        new.update(res if isinstance(res, dict) else {n: res})
+    out_ds = base.assign(new).assign_coords(coords)
     for k, v in bvars.items():
         out_ds[k] = v
         if k in obj.coords:
@@ -603,16 +618,110 @@ def _assemble(
     return out_ds
 
 
-def _check_chunks(da: xr.DataArray, g: _Grid, name: str) -> None:
-    chunks = da.chunksizes if da.chunks is not None else {}
-    for d in (g.ydim, g.xdim):
-        if d in chunks and len(chunks[d]) > 1:
-            raise ChunkError(
-                f"variable {name!r} is chunked along the spatial dimension {d!r} "
-                f"({len(chunks[d])} chunks); downscale needs whole spatial planes per chunk: "
-                f"rechunk with .chunk({{{g.ydim!r}: -1, {g.xdim!r}: -1}}) (chunk along time "
-                "or other dimensions instead)"
-            )
+def _extra_vars(
+    res: xr.DataArray,
+    parts: list[xr.DataArray],
+    da: xr.DataArray,
+    name: str,
+    want: tuple[str, ...],
+) -> dict[str, xr.DataArray]:
+    """``<name>_std`` and ``<name>_members`` from the extra outputs of an ensemble method.
+
+    The spread gets the units of ``da``, a ``long_name``, the CF ``standard_name`` modifier
+    ``standard_error`` when ``da`` has a standard name, and is linked from ``res`` (updated
+    in place) through ``ancillary_variables``.  The members keep the attrs of ``res``.
+    """
+    out: dict[str, xr.DataArray] = {}
+    label = str(da.attrs.get("long_name", name))
+    sn = da.attrs.get("standard_name")
+    enc = {k: v for k, v in res.encoding.items() if k in ("zlib", "complevel")}
+    xsr_attrs = {k: v for k, v in res.attrs.items() if str(k).startswith("xsr_")}
+    it = iter(parts)
+    if "std" in want:
+        sd = next(it).transpose(*da.dims)
+        sd.attrs = {"long_name": f"ensemble standard deviation of {label}"}
+        if sn:
+            sd.attrs["standard_name"] = f"{sn} standard_error"
+        if "units" in da.attrs:
+            sd.attrs["units"] = da.attrs["units"]
+        sd.attrs.update(xsr_attrs)
+        sd.encoding = dict(enc)
+        std_name = f"{name}_std"
+        anc = str(res.attrs.get("ancillary_variables", "")).split()
+        res.attrs["ancillary_variables"] = " ".join([*anc, std_name])
+        out[std_name] = xr.DataArray(sd)
+    if "members" in want:
+        mem = next(it).transpose("member", *da.dims)
+        mem.attrs = {k: v for k, v in res.attrs.items() if k != "ancillary_variables"}
+        mem.attrs["long_name"] = f"ensemble members of {label}"
+        mem.encoding = dict(enc)
+        members = xr.DataArray(mem)
+        out[f"{name}_members"] = members.assign_coords(member=np.arange(members.sizes["member"]))
+    return out
+
+
+def _spatially_chunked(obj: XrObj, g: _Grid) -> bool:
+    """Whether a variable of ``obj`` on the grid is a dask array with several spatial chunks."""
+    variables = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
+    for v in variables:
+        if v.chunks is None:
+            continue
+        sizes = v.chunksizes
+        if any(len(sizes.get(d, ())) > 1 for d in (g.ydim, g.xdim)):
+            return True
+    return False
+
+
+def _check_tile_size(tile_size: int | None) -> int | None:
+    """``tile_size``, or the global option; validated (a positive number of fine cells)."""
+    from .options import OPTIONS, _validate
+
+    return _validate("tile_size", OPTIONS["tile_size"] if tile_size is None else tile_size)
+
+
+def _weights_factors(weights: WeightsArg, g: _Grid, factor: int) -> tuple[Any, str] | None:
+    """Separable fine cell areas ``((ny*f,), (nx*f,))`` and their description, or None.
+
+    For tiled runs on rectilinear grids: the factors hold the areas of any fine grid in
+    ``O(ny + nx)`` memory (see :func:`xsr.grid.cell_area_factors`).
+    """
+    if not (isinstance(weights, str) and weights in ("auto", "area")) or g.area_name:
+        return None
+    if g.kind not in ("lonlat", "rotated", "projected"):
+        return None
+    kind: Literal["lonlat", "xy"] = "xy" if g.kind == "projected" else "lonlat"
+    yb, xb = _refine_bounds(g, "y", factor), _refine_bounds(g, "x", factor)
+    return grid.cell_area_factors(yb, xb, kind=kind), f"cell area ({g.kind} grid)"
+
+
+def _run_tiled(
+    x: Any,
+    *,
+    extras: bool,
+    tile_size: int | None,
+    tile_weights: Any,
+    want: tuple[str, ...],
+    **kwargs: Any,
+) -> Any:
+    """:func:`xsr.tiling.downscale_tiled` with the calling convention of ``downscale_array``."""
+    from .methods.base import Downscaled
+    from .tiling import downscale_tiled
+
+    if kwargs.get("weights") is None:
+        kwargs["weights"] = tile_weights
+    res = downscale_tiled(
+        x,
+        tile_size=tile_size,
+        extras=want if extras else (),  # type: ignore[arg-type]
+        **kwargs,
+    )
+    if not extras:
+        return res
+    parts = list(res)
+    fine = parts.pop(0)
+    std = parts.pop(0) if "std" in want else None
+    members = parts.pop(0) if "members" in want else None
+    return Downscaled(fine=fine, std=std, members=members)
 
 
 # ------------------------------------------------------------------------------------------
@@ -631,6 +740,7 @@ def downscale(
     periodic: bool | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    tile_size: int | None = None,
     **method_options: Any,
 ) -> XrObj:
     """Downscale every variable on the horizontal grid by ``factor``, conservatively.
@@ -666,6 +776,13 @@ def downscale(
         Torch device ("auto", "cpu", "cuda", ...); default from :func:`xsr.set_options`.
     dtype : {"float32", "float64"}, optional
         Compute dtype; by default each variable's own.
+    tile_size : int, optional
+        Downscale tile by tile, tiles of at most ``tile_size`` x ``tile_size`` fine cells
+        (plus a halo), batched per chunk; default :func:`xsr.set_options` ``tile_size``.
+        Dask inputs chunked along the horizontal dimensions are tiled in any case (one tile
+        per chunk without ``tile_size``).  Every coarse cell stays exactly conserved, seams
+        included; deterministic methods give the untiled result to round-off, and the result
+        stays lazy.  See :mod:`xsr.tiling`.
     **method_options
         Options of the method, e.g. ``members=10`` for ``"dip-ensemble"``.
 
@@ -675,6 +792,16 @@ def downscale(
         Same type as ``obj``; horizontal dims of sizes ``ny*factor`` and ``nx*factor``,
         refined coordinates with CF bounds (Datasets), attrs kept plus ``xsr_*`` provenance
         attrs and a ``history`` line.  Variables without both horizontal dims are unchanged.
+
+        Ensemble methods (``"dip-ensemble"``, or ``"dip"`` with ``uncertainty="latent"``):
+        each variable ``<var>`` is the enforced ensemble mean; a Dataset also gets
+        ``<var>_std``, the standard deviation of the enforced members (same dims; attrs
+        ``units``, ``long_name``, ``standard_name = "<standard_name> standard_error"`` when
+        ``<var>`` has a standard name), linked from ``<var>.attrs["ancillary_variables"]``,
+        and, with ``keep_members=True``, ``<var>_members`` of dims ``("member", *<var>.dims)``.
+        A DataArray gives a DataArray: the ensemble mean alone (the result keeps its type);
+        for the spread, downscale ``da.to_dataset()`` instead (``keep_members=True`` with a
+        DataArray raises :class:`~xsr.exceptions.OptionError`).
     """
     from .conserve import check_options
     from .methods.base import downscale_array
@@ -687,7 +814,14 @@ def downscale(
 
     ydim, xdim = spatial_dims(obj, dims)
     g = _describe(obj, ydim, xdim)
-    w, wdesc = _weights_array(weights, g, f, obj)
+    # tiles (xsr.tiling): with tile_size, or for dask inputs chunked along y or x
+    ts = _check_tile_size(tile_size)
+    tiled = ts is not None or _spatially_chunked(obj, g)
+    factors = _weights_factors(weights, g, f) if tiled else None
+    if factors is not None:
+        w, wdesc = None, factors[1]
+    else:
+        w, wdesc = _weights_array(weights, g, f, obj)
     fine_mask = _mask_array(mask, g, f)
     if periodic is None:
         periodic = g.kind == "lonlat" and grid.is_periodic_longitude(
@@ -709,9 +843,30 @@ def downscale(
     if bnds is not None:
         xsr_attrs["xsr_bounds"] = str(bnds)
     for k, v in m.options().items():
-        xsr_attrs[f"xsr_{k}"] = v if isinstance(v, int | float | str) else str(v)
+        # netCDF attributes hold numbers and strings, not booleans or None
+        ok = isinstance(v, int | float | str) and not isinstance(v, bool)
+        xsr_attrs[f"xsr_{k}"] = v if ok else str(v)
 
-    def _one(da: xr.DataArray, name: str) -> xr.DataArray:
+    dataset = isinstance(obj, xr.Dataset)
+    # extra outputs of ensemble methods: "<var>_std" and "<var>_members" (Datasets only)
+    extra: tuple[str, ...] = tuple(getattr(m, "extra_outputs", ()))
+    n_members = int(getattr(m, "n_members", 0))
+    if "members" in extra and not dataset:
+        raise OptionError(
+            "keep_members=True adds a variable with a 'member' dimension, which a DataArray "
+            "result cannot hold; pass a Dataset instead: da.to_dataset().sr.downscale(...)"
+        )
+
+    run: Callable[..., Any] = downscale_array
+    if tiled:
+        run = functools.partial(
+            _run_tiled,
+            tile_size=ts,
+            tile_weights=None if factors is None else factors[0],
+            want=extra if dataset else (),
+        )
+
+    def _one(da: xr.DataArray, name: str) -> xr.DataArray | dict[str, xr.DataArray]:
         if da.dtype.kind in "iub":
             raise DtypeError(
                 f"variable {name!r} has {'boolean' if da.dtype.kind == 'b' else 'integer'} "
@@ -723,7 +878,6 @@ def downscale(
                 f"variable {name!r} has dtype {da.dtype}; only real floating-point fields can "
                 "be downscaled"
             )
-        _check_chunks(da, g, name)
         if da.chunks is None:
             arr = np.asarray(da.values)
             if not np.isfinite(arr).any():
@@ -734,8 +888,11 @@ def downscale(
                     "the variable, time step or region you selected"
                 )
 
-        def func(x: np.ndarray) -> np.ndarray:
-            return downscale_array(
+        # a DataArray gives a DataArray (an ensemble's mean); a Dataset also gets the extras
+        want = extra if dataset else ()
+
+        def func(x: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+            r = run(
                 x,
                 factor=f,
                 method=m,
@@ -747,21 +904,36 @@ def downscale(
                 device=device,
                 dtype=dtype,
                 name=f"variable {name!r}",
+                extras=bool(want),
             )
+            if not want:
+                return r
+            outs = [r.fine]
+            if "std" in want:
+                outs.append(r.std if r.std is not None else np.full_like(r.fine, np.nan))
+            if "members" in want:
+                outs.append(np.moveaxis(r.members, 0, -3))  # member before (y, x)
+            return tuple(outs)
 
         out_dtype = np.dtype(dtype) if dtype is not None else da.dtype
-        res = xr.apply_ufunc(
+        core = [[ydim, xdim]] * (1 + ("std" in want))
+        sizes = {ydim: g.ny * f, xdim: g.nx * f}
+        if "members" in want:
+            core.append(["member", ydim, xdim])
+            sizes["member"] = n_members
+        res_all = xr.apply_ufunc(
             func,
             da.variable,
             input_core_dims=[[ydim, xdim]],
-            output_core_dims=[[ydim, xdim]],
+            output_core_dims=core,
             exclude_dims={ydim, xdim},
-            dask="parallelized",
-            output_dtypes=[out_dtype],
-            dask_gufunc_kwargs={"output_sizes": {ydim: g.ny * f, xdim: g.nx * f}},
+            dask="allowed" if tiled else "parallelized",  # tiled: xsr.tiling builds the graph
+            output_dtypes=[out_dtype] * len(core),
+            dask_gufunc_kwargs={"output_sizes": sizes},
             keep_attrs=True,
         )
-        res = res.transpose(*da.dims)
+        parts = list(res_all) if want else [res_all]
+        res = parts[0].transpose(*da.dims)
         res.attrs.update(xsr_attrs)
         res.encoding = {
             k: v
@@ -772,7 +944,10 @@ def downscale(
             # packed integers cannot hold the refined values faithfully
             for k in ("dtype", "scale_factor", "add_offset", "_FillValue"):
                 res.encoding.pop(k, None)
-        return xr.DataArray(res)
+        if not want:
+            return xr.DataArray(res)
+        extras = _extra_vars(res, parts[1:], da, name, want)  # links res to <name>_std
+        return {name: xr.DataArray(res), **extras}
 
     coords, bvars = _fine_coords(obj, g, f)
     line = _history_line("downscale", args)
@@ -843,6 +1018,7 @@ def coarsen(
         )
     if boundary == "trim":
         obj = obj.isel({ydim: slice(0, ny - ny % f), xdim: slice(0, nx - nx % f)})
+    obj = _align_chunks(obj, ydim, xdim, f)
     g = _describe(obj, ydim, xdim)
     if isinstance(weights, str) and weights in ("auto", "area"):
         w = _fine_weights_geometry_same_grid(g)
@@ -900,6 +1076,25 @@ def coarsen(
     return _assemble(obj, g, lambda da, name: _one(da), coords, bvars, area, line)
 
 
+def _align_chunks(obj: XrObj, ydim: str, xdim: str, f: int) -> XrObj:
+    """Rechunk dask variables so that spatial chunks hold whole coarse cells (``f`` x ``f``)."""
+    from .tiling import align_chunks
+
+    def aligned(v: xr.DataArray) -> xr.DataArray:
+        if v.chunks is None:
+            return v
+        new: dict[str, tuple[int, ...]] = {}
+        for d in (ydim, xdim):
+            c = tuple(v.chunksizes.get(d, ()))
+            if len(c) > 1 and any(n % f for n in c[:-1]):
+                new[d] = align_chunks(c, f)
+        return v.chunk(new) if new else v
+
+    if isinstance(obj, xr.DataArray):
+        return aligned(obj)
+    return obj.assign({n: aligned(v) for n, v in obj.data_vars.items()})
+
+
 def _fine_weights_geometry_same_grid(g: _Grid) -> np.ndarray | None:
     """Cell areas of the grid itself (no refinement)."""
     if g.kind in ("lonlat", "rotated"):
@@ -934,7 +1129,14 @@ def _coarse_coords(
                 c = np.concatenate([c, eb.mean(axis=1)])
             axes[dim] = grid.coarsen_1d(c, b, f, kind=kind)
     curvi = None
-    if g.lat2d is not None and g.lon2d is not None and not (pad_y or pad_x):
+    if g.lat2d is not None and g.lon2d is not None and (pad_y or pad_x):
+        warnings.warn(
+            f"coarsen(boundary='pad') on a curvilinear grid drops the 2-D coordinates "
+            f"{g.lat2d!r}/{g.lon2d!r}: the padded cells have no position; use "
+            "boundary='trim' to keep them",
+            stacklevel=4,
+        )
+    elif g.lat2d is not None and g.lon2d is not None:
         assert g.lat_v is not None
         assert g.lon_v is not None
         lat_v, lon_v = g.lat_v[::f, ::f], g.lon_v[::f, ::f]

@@ -3,6 +3,10 @@
 ``xsr downscale [INPUT] [OUTPUT] --factor F --method M``: netCDF in, netCDF out, written
 atomically (a temporary file renamed into place), never overwriting without ``--overwrite``.
 With no INPUT it runs on the embedded real SSH sample.
+
+Batch jobs -- several inputs or globs, zarr in or out, ``--chunks``, ``--tile-size``,
+``--scheduler``, ``--resume``, ``--config`` or ``--check`` -- go to :mod:`xsr.batch`:
+``xsr downscale INPUT... OUTPUT.zarr --factor 8 --chunks time=1 --tile-size 256 --resume``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import OptionError, OutputExistsError, XsrError
 
@@ -81,11 +85,15 @@ def _build_parser() -> argparse.ArgumentParser:
             "write OUTPUT (netCDF). With no INPUT, run on the embedded real SSH sample."
         ),
     )
-    d.add_argument("input", nargs="?", help="input netCDF file (default: the embedded sample)")
     d.add_argument(
-        "output",
-        nargs="?",
-        help="output netCDF file (default: <input stem>_x<factor>_<method>.nc here)",
+        "paths",
+        nargs="*",
+        metavar="INPUT... OUTPUT",
+        help=(
+            "input files (netCDF or zarr; several, or glob patterns, are combined along their "
+            "coordinates) and the output (*.nc or *.zarr); one path: the input, written to "
+            "<input stem>_x<factor>_<method>.nc here; none: the embedded sample"
+        ),
     )
     d.add_argument("-f", "--factor", type=int, default=4, help="refinement factor (default 4)")
     d.add_argument("-m", "--method", default="bicubic", help="method name (see `xsr methods`)")
@@ -104,10 +112,54 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--upper", type=_parse_float_or_none, default=None, help="upper bound (bounded)")
     d.add_argument("--dims", nargs=2, metavar=("Y", "X"), help="horizontal dimension names")
     d.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    d.add_argument(
+        "--members", type=int, default=None, help="ensemble members (dip-ensemble; default 10)"
+    )
+    d.add_argument(
+        "--iterations", type=int, default=None, help="fitting iterations (dip, dip-ensemble)"
+    )
+    d.add_argument("--seed", type=int, default=None, help="random seed (dip, dip-ensemble)")
     d.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    b = d.add_argument_group("batch jobs (xsr.batch)")
+    b.add_argument(
+        "--chunks",
+        action="append",
+        default=None,
+        metavar="DIM=SIZE[,...]",
+        help="dask chunks of the input, e.g. time=1 (the default) or time=1,lat=256",
+    )
+    b.add_argument(
+        "--tile-size", type=int, default=None, help="tile edge in fine cells (xsr.tiling)"
+    )
+    b.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="dask.distributed scheduler address (tcp://...) or scheduler file",
+    )
+    b.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted zarr output: write only the regions not yet recorded",
+    )
+    b.add_argument(
+        "--config", default=None, metavar="FILE", help="YAML/JSON file of options (flags win)"
+    )
+    b.add_argument(
+        "--check",
+        action="store_true",
+        help="read the output back and print its largest conservation error",
+    )
+    b.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     sub.add_parser("methods", help="list the available methods")
     return p
+
+
+def _method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method options given on the command line (only those given)."""
+    names = ("members", "iterations", "seed")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
 def _downscale(args: argparse.Namespace) -> int:
@@ -160,6 +212,7 @@ def _downscale(args: argparse.Namespace) -> int:
         bounds=bounds,
         dims=dims,
         device=args.device,
+        **_method_options(args),
     )
     fine = fine.load()
     elapsed = time.perf_counter() - t0
@@ -192,6 +245,44 @@ def _downscale(args: argparse.Namespace) -> int:
     return 0
 
 
+_BATCH_OPTIONS = ("chunks", "tile_size", "scheduler", "resume", "config", "check")
+
+
+def _is_batch(args: argparse.Namespace) -> bool:
+    """Whether ``xsr downscale`` runs as a batch job (:mod:`xsr.batch`)."""
+    import glob
+
+    if args.command != "downscale":
+        return False
+    if any(getattr(args, k) not in (None, False) for k in _BATCH_OPTIONS):
+        return True
+    paths = list(args.paths)
+    return (
+        len(paths) > 2
+        or any(glob.has_magic(p) for p in paths)
+        or any(str(p).rstrip("/").endswith(".zarr") for p in paths)
+    )
+
+
+def _explicit_options(argv: Sequence[str] | None) -> dict[str, Any]:
+    """The ``downscale`` options given on the command line (by ``dest``), and only those."""
+    parser = _build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for a in action.choices["downscale"]._actions:
+                a.default = argparse.SUPPRESS  # options not given stay out of the namespace
+    ns = parser.parse_args(argv)
+    return {k: v for k, v in vars(ns).items() if k not in ("command", "help")}
+
+
+def _batch(argv: Sequence[str] | None) -> int:
+    from . import batch
+
+    explicit = _explicit_options(argv)
+    config = batch.load_config(explicit["config"]) if explicit.get("config") else None
+    return batch.run(batch.resolve(explicit, config))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xsr`` command; returns the exit status."""
     parser = _build_parser()
@@ -203,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in list_methods():
                 print(name)
             return 0
+        if _is_batch(args):
+            return _batch(argv)
+        if len(args.paths) > 2:  # pragma: no cover - _is_batch takes these
+            raise OptionError("several inputs need an output: INPUT... OUTPUT")
+        args.input = args.paths[0] if args.paths else None
+        args.output = args.paths[1] if len(args.paths) > 1 else None
         return _downscale(args)
     except XsrError as e:
         print(f"xsr: error: {e}", file=sys.stderr)

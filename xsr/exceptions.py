@@ -18,8 +18,10 @@ __all__ = [
     "MethodError",
     "OptionError",
     "OutputExistsError",
+    "ResumeError",
     "ShapeError",
     "SpatialDimsError",
+    "TileMemoryError",
     "XsrError",
 ]
 
@@ -74,3 +76,11 @@ class OutputExistsError(XsrError, FileExistsError):
 
 class DataUnavailableError(XsrError, FileNotFoundError):
     """A registered data file cannot be provided here (offline, or no public origin)."""
+
+
+class TileMemoryError(XsrError, MemoryError):
+    """A single tile does not fit in the device's memory; lower ``tile_size``."""
+
+
+class ResumeError(XsrError, ValueError):
+    """A batch job cannot be resumed: the output was written with another configuration."""

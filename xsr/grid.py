@@ -26,6 +26,7 @@ from .exceptions import CoordinateError, FactorError, OptionError, ShapeError
 __all__ = [
     "EARTH_RADIUS",
     "bounds_to_vertices_2d",
+    "cell_area_factors",
     "cell_area_lonlat",
     "cell_area_vertices",
     "cell_area_xy",
@@ -642,6 +643,8 @@ def cell_area_lonlat(
 ) -> FloatArray:
     """Exact areas of the cells of a regular latitude-longitude grid.
 
+    The areas are the outer product of :func:`cell_area_factors` (``kind="lonlat"``).
+
     ``area = R**2 * |sin(lat1) - sin(lat0)| * |lon1 - lon0|`` (longitude difference in
     radians, wrap-aware: ``[359.9, 0.1]`` is 0.2 degrees wide).
 
@@ -658,21 +661,60 @@ def cell_area_lonlat(
     -------
     numpy.ndarray of float64, shape ``(ny, nx)``
     """
-    r = _check_radius(radius)
-    yb = _as_float(lat_bounds, name="lat_bounds")
-    xb = _as_float(lon_bounds, name="lon_bounds")
-    for arr, nm in ((yb, "lat_bounds"), (xb, "lon_bounds")):
+    a_y, a_x = cell_area_factors(lat_bounds, lon_bounds, kind="lonlat", radius=radius)
+    return np.asarray(a_y[:, None] * a_x[None, :], dtype=np.float64)
+
+
+def cell_area_factors(
+    y_bounds: npt.ArrayLike,
+    x_bounds: npt.ArrayLike,
+    *,
+    kind: Literal["lonlat", "xy"],
+    radius: float = EARTH_RADIUS,
+) -> tuple[FloatArray, FloatArray]:
+    """Separable cell areas of a rectilinear grid: ``area = a_y[:, None] * a_x[None, :]``.
+
+    Large fine grids need their cell areas block by block; the two factors describe them
+    all in ``O(ny + nx)`` memory and give exactly (bit for bit) the values of
+    :func:`cell_area_lonlat` and :func:`cell_area_xy`.
+
+    Parameters
+    ----------
+    y_bounds : array_like, shape ``(ny, 2)``
+        Latitude bounds (degrees) for ``kind="lonlat"``, y bounds for ``kind="xy"``.
+    x_bounds : array_like, shape ``(nx, 2)``
+        Longitude bounds (degrees) or x bounds.
+    kind : {"lonlat", "xy"}
+        Spherical latitude-longitude cells, or planar (projected) cells.
+    radius : float, optional
+        Sphere radius (m), for ``kind="lonlat"``.
+
+    Returns
+    -------
+    a_y : numpy.ndarray of float64, shape ``(ny,)``
+        ``R**2 * |sin(lat1) - sin(lat0)|`` (lonlat) or ``|dy|`` (xy).
+    a_x : numpy.ndarray of float64, shape ``(nx,)``
+        Longitude widths in radians (wrap-aware) or ``|dx|``.
+    """
+    if kind not in ("lonlat", "xy"):
+        raise OptionError(f"kind must be 'lonlat' or 'xy', got {kind!r}")
+    names = ("lat_bounds", "lon_bounds") if kind == "lonlat" else ("y_bounds", "x_bounds")
+    yb = _as_float(y_bounds, name=names[0])
+    xb = _as_float(x_bounds, name=names[1])
+    for arr, nm in ((yb, names[0]), (xb, names[1])):
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise ShapeError(
                 f"{nm} must have shape (n, 2), got {arr.shape}; pass the CF bounds of the "
                 "1-D coordinate (e.g. from infer_bounds_1d)"
             )
         _check_finite(arr, name=nm)
+    if kind == "xy":
+        return np.abs(yb[:, 1] - yb[:, 0]), np.abs(xb[:, 1] - xb[:, 0])
+    r = _check_radius(radius)
     _check_latitude(yb, name="lat_bounds", atol=1e-6)
     s = np.sin(np.deg2rad(np.clip(yb, -90.0, 90.0)))
     dsin = np.abs(s[:, 1] - s[:, 0])
-    dlon = np.deg2rad(_lon_widths(xb))
-    return np.asarray(r * r * dsin[:, None] * dlon[None, :], dtype=np.float64)
+    return r * r * dsin, np.deg2rad(_lon_widths(xb))
 
 
 def cell_area_xy(y_bounds: npt.ArrayLike, x_bounds: npt.ArrayLike) -> FloatArray:
@@ -690,17 +732,7 @@ def cell_area_xy(y_bounds: npt.ArrayLike, x_bounds: npt.ArrayLike) -> FloatArray
     numpy.ndarray of float64, shape ``(ny, nx)``
         In the squared units of the coordinates.
     """
-    yb = _as_float(y_bounds, name="y_bounds")
-    xb = _as_float(x_bounds, name="x_bounds")
-    for arr, nm in ((yb, "y_bounds"), (xb, "x_bounds")):
-        if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ShapeError(
-                f"{nm} must have shape (n, 2), got {arr.shape}; pass the CF bounds of the "
-                "1-D coordinate (e.g. from infer_bounds_1d)"
-            )
-        _check_finite(arr, name=nm)
-    dy = np.abs(yb[:, 1] - yb[:, 0])
-    dx = np.abs(xb[:, 1] - xb[:, 0])
+    dy, dx = cell_area_factors(y_bounds, x_bounds, kind="xy")
     return np.asarray(dy[:, None] * dx[None, :], dtype=np.float64)
 
 

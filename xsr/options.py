@@ -67,7 +67,9 @@ class set_options:
     progress : bool
         Show progress bars for long computations.
     tile_size : int or None
-        Largest tile edge (fine cells) sent to a method at once (used by tiled methods).
+        Downscale in tiles of at most ``tile_size`` x ``tile_size`` fine cells (each sent to
+        the method with a halo of a few coarse cells, see :mod:`xsr.tiling`), batched per
+        chunk, to bound memory on CPU and GPU; ``None``: one tile per (dask) chunk.
 
     Examples
     --------

@@ -2,6 +2,8 @@
 
 :func:`compare` draws the truth, the coarse input, one or more downscaled fields, their
 absolute errors and, optionally, ensemble spreads, side by side on shared colour scales.
+:func:`uncertainty_figure` draws one ensemble result as truth / coarse / downscaled /
+spread / absolute error, the layout of the deep-image-prior study's uncertainty figure.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["compare"]
+__all__ = ["compare", "uncertainty_figure"]
 
 #: Colour of NaN (land) cells.
 NAN_COLOUR = "0.75"
@@ -233,6 +235,115 @@ def compare(
             im = _show(a, stds[name], f"std {name}", ext, origin, **skw)
             std_axes.append(a)
         fig.colorbar(im, ax=std_axes, shrink=0.9, extend="max", label=units or None)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def uncertainty_figure(
+    truth: xr.DataArray,
+    coarse: xr.DataArray,
+    fine: xr.DataArray,
+    std: xr.DataArray,
+    *,
+    ax: Sequence[Axes] | None = None,
+    cmap: str = "viridis",
+    title: str | None = None,
+) -> Figure:
+    """Truth, coarse input, downscaled field, ensemble spread and absolute error in a row.
+
+    Parameters
+    ----------
+    truth : DataArray, dims ``(y, x)`` on the fine grid
+        The reference fine field (size-1 dims such as ``time`` are squeezed).
+    coarse : DataArray, dims ``(y, x)`` on the coarse grid
+        The input that was downscaled.
+    fine : DataArray, dims ``(y, x)`` on the fine grid
+        The downscaled field (an ensemble mean, e.g. ``out["adt"]``).
+    std : DataArray, dims ``(y, x)`` on the fine grid
+        Its spread (e.g. ``out["adt_std"]``).
+    ax : sequence of 5 matplotlib Axes, optional
+        Axes to draw into (truth, coarse, fine, std, error); by default a new figure.
+    cmap : str, default "viridis"
+        Colour map of the three value panels (one scale: the truth's range); the spread and
+        the error use "magma", each on its own scale from 0 to its 99th percentile.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Five panels and three colour bars; the error panel's title gives the RMSE and the
+        Pearson correlation of the spread with the absolute error.  NaN cells are grey.
+
+    Raises
+    ------
+    ShapeError
+        If ``fine`` or ``std`` is not on the grid of ``truth``.
+    OptionError
+        If ``ax`` has fewer than 5 axes.
+    """
+    import matplotlib as mpl
+
+    t, ty, tx = _plane(truth, "truth")
+    c, cy, cx = _plane(coarse, "coarse")
+    planes = {}
+    for label, da in (("fine", fine), ("std", std)):
+        p, py, px = _plane(da, label)
+        if (p.sizes[py], p.sizes[px]) != (t.sizes[ty], t.sizes[tx]):
+            raise ShapeError(
+                f"{label} has horizontal shape {(p.sizes[py], p.sizes[px])}, the truth "
+                f"{(t.sizes[ty], t.sizes[tx])}; pass fields on the truth's grid"
+            )
+        planes[label] = np.asarray(p.values, np.float64)
+    tv = np.asarray(t.values, np.float64)
+    err = np.abs(planes["fine"] - tv)
+    sd = planes["std"]
+
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(17.0, 3.6), layout="constrained")
+        axes = list(fig.subplots(1, 5))
+    else:
+        axes = list(ax)
+        if len(axes) < 5:
+            raise OptionError(f"ax has {len(axes)} axes; this figure needs 5")
+        axes = axes[:5]
+        fig = axes[0].figure
+
+    def _cm(name: str) -> Any:
+        return mpl.colormaps[name].with_extremes(bad=NAN_COLOUR)
+
+    finite = tv[np.isfinite(tv)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    ext, origin = _extent(t, ty, tx)
+    c_ext, c_origin = _extent(c, cy, cx)
+    units = str(truth.attrs.get("units", "")) or None
+    vkw = {"cmap": _cm(cmap), "vmin": vmin, "vmax": vmax, "interpolation": "nearest"}
+
+    def _show(a: Axes, data: np.ndarray, label: str, extent: Any, org: Origin, **kw: Any) -> Any:
+        im = a.imshow(np.ma.masked_invalid(data), extent=extent, origin=org, **kw)
+        a.set_title(label, fontsize="medium")
+        a.tick_params(labelsize="small")
+        return im
+
+    im = _show(axes[0], tv, "truth", ext, origin, **vkw)
+    _show(axes[1], np.asarray(c.values, np.float64), "coarse", c_ext, c_origin, **vkw)
+    _show(axes[2], planes["fine"], "downscaled", ext, origin, **vkw)
+    fig.colorbar(im, ax=axes[:3], shrink=0.9, extend="both", label=units)
+    ok = np.isfinite(err) & np.isfinite(sd)
+    corr = (
+        float(np.corrcoef(sd[ok], err[ok])[0, 1]) if ok.sum() > 1 and sd[ok].std() > 0 else np.nan
+    )
+    rmse = float(np.sqrt(np.mean(err[np.isfinite(err)] ** 2))) if np.isfinite(err).any() else np.nan
+    for a, data, label in (
+        (axes[3], sd, "ensemble std"),
+        (axes[4], err, f"|error|: rmse {rmse:.3g}, corr(std) {corr:.2f}"),
+    ):
+        kw = {"cmap": _cm("magma"), "vmin": 0.0, "vmax": _robust_max([data])}
+        im = _show(a, data, label, ext, origin, interpolation="nearest", **kw)
+        fig.colorbar(im, ax=a, shrink=0.9, extend="max", label=units)
     if title:
         fig.suptitle(title)
     return fig

@@ -8,6 +8,7 @@ No xarray here: numpy arrays or torch tensors in, the same type out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -19,7 +20,43 @@ if TYPE_CHECKING:
 
     from ..conserve import ConserveMode
 
-__all__ = ["Method", "downscale_array", "fill_nan"]
+__all__ = ["Downscaled", "Method", "Upscaled", "downscale_array", "fill_nan"]
+
+
+@dataclass
+class Upscaled:
+    """What :meth:`Method.upscale` may return instead of a tensor: a field and its samples.
+
+    Attributes
+    ----------
+    fine : torch.Tensor, shape ``(..., ny*f, nx*f)``
+        First-guess fine field (for an ensemble: the mean of the members).
+    members : torch.Tensor or None, shape ``(M, ..., ny*f, nx*f)``
+        Samples (ensemble members) whose spread measures the uncertainty of ``fine``.
+    """
+
+    fine: torch.Tensor
+    members: torch.Tensor | None = None
+
+
+@dataclass
+class Downscaled:
+    """Result of :func:`downscale_array` with ``extras=True`` (arrays of the input's type).
+
+    Attributes
+    ----------
+    fine : array, shape ``(..., ny*f, nx*f)``
+        The enforced field (for an ensemble: the enforced mean).
+    std : array or None, shape ``(..., ny*f, nx*f)``
+        Standard deviation (``correction=1``) over the enforced members; None without
+        members.
+    members : array or None, shape ``(M, ..., ny*f, nx*f)``
+        The members, each passed through the enforcement operator.
+    """
+
+    fine: Any
+    std: Any = None
+    members: Any = None
 
 
 class Method:
@@ -47,8 +84,8 @@ class Method:
     handles_nan: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
 
-    def upscale(self, x: torch.Tensor, factor: int, **context: Any) -> torch.Tensor:
-        """Return the first-guess fine field.
+    def upscale(self, x: torch.Tensor, factor: int, **context: Any) -> torch.Tensor | Upscaled:
+        """Return the first-guess fine field (and, optionally, samples of it).
 
         Parameters
         ----------
@@ -62,13 +99,25 @@ class Method:
 
         Returns
         -------
-        torch.Tensor, shape ``(..., ny*factor, nx*factor)``
+        torch.Tensor, shape ``(..., ny*factor, nx*factor)``, or Upscaled
+            An :class:`Upscaled` carries samples ``(M, ..., ny*factor, nx*factor)`` besides
+            the field; the pipeline enforces each of them and returns their spread.
         """
         raise NotImplementedError
 
     def options(self) -> dict[str, Any]:
         """The options this instance was built with (recorded in output attrs)."""
         return {}
+
+    @property
+    def extra_outputs(self) -> tuple[str, ...]:
+        """Outputs besides the field: ``"std"`` (a spread) and ``"members"`` (the samples).
+
+        A method that returns :class:`Upscaled` with members lists ``"std"`` here, and
+        ``"members"`` too when the samples should be kept; :func:`xsr.downscale` then adds
+        ``<var>_std`` (and ``<var>_members``) to a Dataset.
+        """
+        return ()
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
@@ -145,6 +194,7 @@ def downscale_array(
     device: str | None = None,
     dtype: str | None = None,
     name: str = "input",
+    extras: bool = False,
     **method_options: Any,
 ) -> Any:
     """Downscale an array by ``factor`` along its last two axes, conservatively.
@@ -171,13 +221,19 @@ def downscale_array(
         Torch device and compute dtype (default: the global options).
     name : str
         Name used in error messages.
+    extras : bool, default False
+        Return a :class:`Downscaled` with the spread and the members of methods that return
+        samples (:class:`Upscaled`), instead of the field alone.
     **method_options
         Options for the method (when ``method`` is a name).
 
     Returns
     -------
     numpy.ndarray or torch.Tensor, shape ``(..., ny*factor, nx*factor)``
-        Same type as ``x``; dtype of ``x`` (or ``dtype``).
+        Same type as ``x``; dtype of ``x`` (or ``dtype``).  With ``extras=True``, a
+        :class:`Downscaled` holding such arrays: ``fine``, ``std`` (or None) and ``members``
+        ``(M, ..., ny*factor, nx*factor)`` (or None); the members are each enforced, the
+        field is the enforced mean and ``std`` the spread of the enforced members.
     """
     import torch
 
@@ -214,9 +270,15 @@ def downscale_array(
     h = m.halo if periodic else 0
     if h > xt.shape[-1]:
         h = xt.shape[-1]
-    xin = xt if m.handles_nan else fill_nan(xt, m.halo + 1)
-    if h:
-        xin = torch.cat([xin[..., -h:], xin, xin[..., :h]], dim=-1)
+    # on a periodic axis the NaN filling also sees across the seam: wrap wide enough for the
+    # fill rings (halo + 1) around the method's halo first, fill, then keep the halo only,
+    # so that the result equals a tiled run (xsr.tiling) whose tiles straddle the seam
+    g = min(h + m.halo + 1, xt.shape[-1]) if h and not m.handles_nan else h
+    xin = torch.cat([xt[..., -g:], xt, xt[..., :g]], dim=-1) if g else xt
+    if not m.handles_nan:
+        xin = fill_nan(xin, m.halo + 1)
+    if g > h:
+        xin = xin[..., g - h : xin.shape[-1] - (g - h)]
 
     fine_mask = None
     if mask is not None:
@@ -226,15 +288,30 @@ def downscale_array(
         fine_mask = fine_mask.to(device=dev, dtype=torch.bool)
     context: dict[str, Any] = {}
     if m.handles_nan:
-        context = {"weights": weights, "mask": fine_mask}
+        context = {
+            "weights": _wrap_fine(weights, h * f, dev),
+            "mask": _wrap_fine(fine_mask, h * f, dev),
+        }
     with torch.no_grad():
-        y = m.upscale(xin, f, **context)
+        res = m.upscale(xin, f, **context)
+    members = None
+    if isinstance(res, Upscaled):
+        y, members = res.fine, res.members
+    else:
+        y = res
     if h:
         y = y[..., h * f : -h * f]
+        if members is not None:
+            members = members[..., h * f : -h * f]
     ny, nx = xt.shape[-2:]
     if tuple(y.shape[-2:]) != (ny * f, nx * f):
         raise MethodError(
             f"method {m!r} returned shape {tuple(y.shape)}, expected (..., {ny * f}, {nx * f})"
+        )
+    if members is not None and tuple(members.shape[1:]) != tuple(y.shape):
+        raise MethodError(
+            f"method {m!r} returned members of shape {tuple(members.shape)}, expected "
+            f"(M, {', '.join(map(str, y.shape))})"
         )
     keep = upsample(valid, f)
     if fine_mask is not None:
@@ -245,7 +322,41 @@ def downscale_array(
             "this is a bug in the method: please report it"
         )
     out = enforce(y, xt, f, mode, weights=weights, mask=keep, bounds=bnds, validate=False)
-    out = out.to(out_dtype if dtype is None and OPTIONS["dtype"] is None else work)
-    if was_np:
-        return out.cpu().numpy()
-    return out
+    final = out_dtype if dtype is None and OPTIONS["dtype"] is None else work
+    out = out.to(final)
+
+    def _ret(t: torch.Tensor | None) -> Any:
+        if t is None or not was_np:
+            return t
+        return t.cpu().numpy()
+
+    if not extras:
+        return _ret(out)
+    std = None
+    if members is not None:
+        members = enforce(
+            members.to(xt.dtype),
+            xt,
+            f,
+            mode,
+            weights=weights,
+            mask=keep,
+            bounds=bnds,
+            validate=False,
+        )
+        std = members.std(dim=0, correction=1) if members.shape[0] > 1 else None
+        members = members.to(final)
+        std = None if std is None else std.to(final)
+    return Downscaled(fine=_ret(out), std=_ret(std), members=_ret(members))
+
+
+def _wrap_fine(a: Any, h: int, dev: Any) -> Any:
+    """A fine-grid array with ``h`` columns wrapped around on each side (periodic halo)."""
+    if a is None or h == 0:
+        return a
+    import torch
+
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).to(dev)
+    if t.ndim < 2 or t.shape[-1] == 1:
+        return t
+    return torch.cat([t[..., -h:], t, t[..., :h]], dim=-1)

@@ -24,6 +24,8 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "nearest": ("xsr.methods.interp", "Nearest"),
     "bilinear": ("xsr.methods.interp", "Bilinear"),
     "bicubic": ("xsr.methods.interp", "Bicubic"),
+    "dip": ("xsr.methods.dip", "DIP"),
+    "dip-ensemble": ("xsr.methods.dip", "DIPEnsemble"),
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 

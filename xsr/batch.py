@@ -1,0 +1,768 @@
+"""Batch downscaling jobs: many files in, netCDF or zarr out, resumable, on any dask scheduler.
+
+This is the engine of ``xsr downscale`` when it is given several inputs, a zarr store, chunks,
+tiles, a scheduler, ``--resume`` or a configuration file (:func:`run`).  The steps:
+
+1. **Configuration.**  Flags, or a YAML/JSON file with the same names (flags given on the
+   command line win), resolved into a :class:`BatchConfig`; the resolved configuration is
+   stored in the output's attributes (``xsr_config``, JSON).
+2. **Input.**  netCDF or zarr, one path, several, or glob patterns (opened together with
+   :func:`xarray.open_mfdataset`), lazily, with dask chunks: ``--chunks time=1`` by default;
+   large grids are also split along y and x for deterministic methods (see
+   :func:`default_chunks`).
+3. **Downscaling.**  :func:`xsr.downscale` builds the lazy result (tiled with
+   :mod:`xsr.tiling` when the grid is chunked or ``--tile-size`` is given).
+4. **Output.**
+   *netCDF*: written through a temporary file and renamed into place, so that the output
+   either is complete or does not exist.
+   *zarr*: first a template (metadata, coordinates and small variables, every data chunk
+   missing), then one *region* after the other (a block of time steps x a row of spatial
+   chunks), each written with ``to_zarr(region=...)`` and recorded in the store's attributes
+   once it is on disk (``xsr_regions_done``).  The store says ``xsr_status = "incomplete"``
+   until the last region is recorded, then ``"complete"``.  A job killed part-way and run
+   again with ``--resume`` writes only the regions not recorded (a region cut off mid-write is
+   written again whole), after checking that its configuration is the one stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import OptionError, OutputExistsError, ResumeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    import xarray as xr
+
+__all__ = [
+    "BatchConfig",
+    "default_chunks",
+    "load_config",
+    "open_inputs",
+    "parse_chunks",
+    "resolve",
+    "run",
+    "zarr_status",
+]
+
+#: Regions computed (locally) or submitted (distributed) together; None: four per core or
+#: worker thread.  Locally, the regions of a group are recorded together once all are written.
+REGIONS_PER_GROUP: int | None = None
+
+#: Edge (fine cells) of the default spatial chunks of large outputs (2048**2 float64 = 32 MiB).
+DEFAULT_FINE_CHUNK = 2048
+
+_COMPLETE = "complete"
+_INCOMPLETE = "incomplete"
+# keys of the configuration that change the result (checked before resuming)
+_RESULT_KEYS = (
+    "inputs",
+    "factor",
+    "method",
+    "var",
+    "conserve",
+    "lower",
+    "upper",
+    "dims",
+    "method_options",
+    "chunks",
+    "tile_size",
+)
+
+
+@dataclass
+class BatchConfig:
+    """A resolved batch job (every field has its final value).
+
+    Attributes
+    ----------
+    inputs : list of str
+        Input paths (netCDF files or zarr stores), globs expanded, in order.
+    output : str
+        Output path: a zarr store if it ends with ``.zarr``, else a netCDF file.
+    factor, method, conserve, lower, upper, dims, device, method_options
+        As for :func:`xsr.downscale` (``lower``/``upper``: ``conserve="bounded"``).
+    var : list of str or None
+        Variables to downscale (None: every variable on the grid).
+    chunks : dict
+        Dask chunks of the input, ``{dim: size}`` (-1 for a whole dimension).
+    tile_size : int or None
+        Tile edge in fine cells (:mod:`xsr.tiling`).
+    scheduler : str or None
+        Address or scheduler file of a ``dask.distributed`` cluster.
+    resume, overwrite, progress, check : bool
+        Skip regions already written; replace an existing output; show a progress bar;
+        report the conservation error of the written output.
+    """
+
+    inputs: list[str]
+    output: str
+    factor: int = 4
+    method: str = "bicubic"
+    var: list[str] | None = None
+    conserve: str | None = "additive"
+    lower: float | None = None
+    upper: float | None = None
+    dims: list[str] | None = None
+    device: str | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+    chunks: dict[str, int] = field(default_factory=dict)
+    tile_size: int | None = None
+    scheduler: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    check: bool = False
+
+    def to_json(self) -> str:
+        """The configuration as JSON (stored in the output's ``xsr_config`` attribute)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def result_key(self) -> dict[str, Any]:
+        """The part of the configuration that determines the result."""
+        d = dataclasses.asdict(self)
+        return {k: d[k] for k in _RESULT_KEYS}
+
+    @property
+    def is_zarr(self) -> bool:
+        return _is_zarr_path(self.output)
+
+
+# ------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------
+_CONFIG_KEYS = {f.name for f in dataclasses.fields(BatchConfig)} | {
+    "input",
+    "members",
+    "iterations",
+    "seed",
+}
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML or JSON configuration file into a dict of options.
+
+    Keys are the long option names of ``xsr downscale`` (``tile_size`` or ``tile-size``),
+    plus ``inputs`` (a list or a single path/glob) and ``output``.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise OptionError(f"configuration file {str(p)!r} does not exist")
+    text = p.read_text()
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise OptionError(f"cannot read configuration file {str(p)!r}: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise OptionError(
+            f"configuration file {str(p)!r} must hold a mapping of options, got "
+            f"{type(data).__name__}"
+        )
+    out = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(out) - _CONFIG_KEYS)
+    if unknown:
+        raise OptionError(
+            f"unknown keys {unknown} in configuration file {str(p)!r}; allowed: "
+            f"{sorted(_CONFIG_KEYS)}"
+        )
+    return out
+
+
+def parse_chunks(spec: Any) -> dict[str, int]:
+    """``"time=1,lat=256"``, a list of such strings, or a mapping -> ``{dim: size}``.
+
+    ``-1`` (or ``"all"``) keeps a dimension whole.
+    """
+    if spec is None:
+        return {}
+    items: list[tuple[str, Any]] = []
+    if isinstance(spec, dict):
+        items = [(str(k), v) for k, v in spec.items()]
+    else:
+        parts = [spec] if isinstance(spec, str) else list(spec)
+        for part in parts:
+            for tok in str(part).split(","):
+                tok = tok.strip()
+                if not tok:
+                    continue
+                if "=" not in tok:
+                    raise OptionError(f"--chunks takes DIM=SIZE pairs, e.g. time=1, got {tok!r}")
+                k, v = tok.split("=", 1)
+                items.append((k.strip(), v.strip()))
+    out: dict[str, int] = {}
+    for k, v in items:
+        try:
+            n = -1 if str(v).lower() in ("all", "-1") else int(v)
+        except ValueError:
+            raise OptionError(f"chunk size of {k!r} must be an integer, got {v!r}") from None
+        if n == 0 or n < -1:
+            raise OptionError(f"chunk size of {k!r} must be >= 1 or -1 (whole), got {v!r}")
+        out[k] = n
+    return out
+
+
+def resolve(explicit: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> BatchConfig:
+    """Merge a configuration file's options with the flags given (which win).
+
+    Parameters
+    ----------
+    explicit : mapping
+        Options given on the command line (only those given), by their ``dest`` names;
+        ``paths`` holds the positional INPUT... OUTPUT.
+    config : mapping, optional
+        Options read by :func:`load_config`.
+    """
+    merged: dict[str, Any] = dict(config or {})
+    paths = [str(p) for p in explicit.get("paths") or []]
+    for k, v in explicit.items():
+        if k not in ("paths", "config", "command"):
+            merged[k] = v
+    if len(paths) >= 2:  # INPUT... OUTPUT on the command line
+        merged.pop("input", None)
+        merged["inputs"], merged["output"] = paths[:-1], paths[-1]
+    elif len(paths) == 1:  # one path: the input, with the output from the configuration
+        if not merged.get("output"):
+            raise OptionError(
+                "give INPUT... OUTPUT (at least one input and the output), or 'output' in "
+                "the configuration file"
+            )
+        merged.pop("input", None)
+        merged["inputs"] = paths
+    if "input" in merged:
+        merged.setdefault("inputs", merged.pop("input"))
+    inputs = merged.pop("inputs", None)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not inputs:
+        raise OptionError("no input: give INPUT... OUTPUT or 'inputs' in the configuration file")
+    if not merged.get("output"):
+        raise OptionError("no output: give INPUT... OUTPUT or 'output' in the configuration")
+    opts = dict(merged.pop("method_options", None) or {})
+    for k in ("members", "iterations", "seed"):
+        v = merged.pop(k, None)
+        if v is not None:
+            opts[k] = v
+    var = merged.pop("var", None)
+    if isinstance(var, str):
+        var = [var]
+    dims = merged.pop("dims", None)
+    conserve = merged.pop("conserve", "additive")
+    if isinstance(conserve, str) and conserve.lower() == "none":
+        conserve = None
+    chunks = parse_chunks(merged.pop("chunks", None))
+    known = {f.name for f in dataclasses.fields(BatchConfig)}
+    extra = sorted(set(merged) - known)
+    if extra:
+        raise OptionError(f"unknown options {extra}; allowed: {sorted(known)}")
+    cfg = BatchConfig(
+        inputs=[str(p) for p in inputs],
+        output=str(merged.pop("output")),
+        var=None if var is None else [str(v) for v in var],
+        dims=None if dims is None else [str(d) for d in dims],
+        conserve=conserve,
+        method_options=opts,
+        chunks=chunks,
+        **{k: v for k, v in merged.items() if v is not None},
+    )
+    if cfg.tile_size is not None and (isinstance(cfg.tile_size, bool) or cfg.tile_size < 1):
+        raise OptionError(f"tile_size must be a positive integer, got {cfg.tile_size!r}")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------
+# input
+# ------------------------------------------------------------------------------------------
+def _is_zarr_path(path: str) -> bool:
+    p = Path(path)
+    if str(path).rstrip("/").endswith(".zarr"):
+        return True
+    return p.is_dir() and any((p / n).exists() for n in ("zarr.json", ".zgroup", ".zattrs"))
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Paths from paths and glob patterns, in order, each pattern's matches sorted."""
+    out: list[str] = []
+    for pat in patterns:
+        if glob.has_magic(pat):
+            hits = sorted(glob.glob(pat))
+            if not hits:
+                raise OptionError(f"input pattern {pat!r} matches no file")
+            out.extend(hits)
+        else:
+            if not Path(pat).exists():
+                raise OptionError(f"input {pat!r} does not exist")
+            out.append(pat)
+    return out
+
+
+def open_inputs(paths: list[str], *, var: list[str] | None = None) -> xr.Dataset:
+    """Open netCDF files or zarr stores lazily (dask) as one Dataset.
+
+    Several paths are combined along their coordinates (:func:`xarray.open_mfdataset`,
+    ``combine="by_coords"``), e.g. one file per day.
+    """
+    import xarray as xr
+
+    files = expand_inputs(paths)
+    zarr_in = [_is_zarr_path(p) for p in files]
+    engine = "zarr" if all(zarr_in) else None
+    if any(zarr_in) and not all(zarr_in):
+        raise OptionError("inputs mix zarr stores and netCDF files; convert them to one format")
+    if len(files) == 1:
+        ds = xr.open_dataset(files[0], engine=engine, chunks={})
+    else:
+        ds = xr.open_mfdataset(
+            files,
+            engine=engine,
+            combine="by_coords",
+            chunks={},
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            join="exact",
+        )
+    if var:
+        missing = [v for v in var if v not in ds.data_vars]
+        if missing:
+            raise OptionError(
+                f"--var {missing} not in the input; its variables are {list(ds.data_vars)}"
+            )
+        ds = ds[var]
+    return ds
+
+
+def default_chunks(
+    ds: xr.Dataset, ydim: str, xdim: str, *, factor: int, tile_size: int | None, stochastic: bool
+) -> dict[str, int]:
+    """Chunks of a batch job's input when ``--chunks`` leaves them out.
+
+    One step along every other dimension (time steps are the unit of work).  Along y and
+    x the plane stays whole (-1), except, for deterministic methods, on an axis whose output
+    exceeds :data:`DEFAULT_FINE_CHUNK` fine cells: chunks of about that many fine cells (at
+    least one tile), so that memory stays bounded.  Stochastic methods keep the plane whole
+    (tiles across chunk boundaries would be computed twice).
+    """
+    on_grid = [v for v in ds.data_vars.values() if ydim in v.dims and xdim in v.dims]
+    dims = dict.fromkeys(str(d) for v in on_grid for d in v.dims)
+    out: dict[str, int] = {d: 1 for d in dims if d not in (ydim, xdim)}
+    out[ydim] = out[xdim] = -1
+    if stochastic:
+        return out
+    edge = max(DEFAULT_FINE_CHUNK, tile_size or 0) // factor
+    for d in (ydim, xdim):
+        if int(ds.sizes[d]) * factor > DEFAULT_FINE_CHUNK:
+            out[d] = max(1, edge)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# output
+# ------------------------------------------------------------------------------------------
+def zarr_status(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """The bookkeeping attributes of a zarr output (``{}`` if there is no such store).
+
+    Returns
+    -------
+    dict
+        ``status`` ("complete" or "incomplete"), ``done`` (indices of the regions written),
+        ``total`` (number of regions) and ``config`` (the stored configuration, a dict).
+    """
+    import zarr
+
+    if not Path(store).exists():
+        return {}
+    try:
+        g = zarr.open_group(str(store), mode="r")
+    except Exception:
+        return {"status": "unreadable"}
+    a: dict[str, Any] = dict(g.attrs)
+    cfg = a.get("xsr_config")
+    return {
+        "status": a.get("xsr_status"),
+        "template": a.get("xsr_template") == "written",
+        "done": list(a.get("xsr_regions_done", [])),
+        "total": a.get("xsr_regions_total"),
+        "config": json.loads(cfg) if isinstance(cfg, str) else None,
+    }
+
+
+@dataclass
+class _Region:
+    index: int
+    variables: list[str]
+    selection: dict[str, slice]
+
+
+def _chunk_slices(chunks: tuple[int, ...]) -> list[slice]:
+    out, start = [], 0
+    for c in chunks:
+        out.append(slice(start, start + int(c)))
+        start += int(c)
+    return out
+
+
+def _plan_regions(fine: xr.Dataset, ydim: str, xdim: str) -> tuple[list[_Region], list[str]]:
+    """Regions of the zarr output and the variables written with the template.
+
+    Data variables on the fine grid are written region by region: blocks of the record
+    dimension (the first other dimension of the first such variable, typically time) times
+    rows of spatial chunks; variables without the record dimension, by rows only.  The
+    others (bounds, small variables) go with the template.
+    """
+    grid_vars = [str(n) for n, v in fine.data_vars.items() if ydim in v.dims and v.chunks]
+    record = None
+    for n in grid_vars:
+        others = [str(d) for d in fine[n].dims if d not in (ydim, xdim)]
+        if others:
+            record = others[0]
+            break
+    regions: list[_Region] = []
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n in grid_vars:
+        key: tuple[str, ...] = (
+            (record, ydim) if record is not None and record in fine[n].dims else (ydim,)
+        )
+        groups.setdefault(key, []).append(n)
+    for key, names in groups.items():
+        chunks = fine[names[0]].chunksizes
+        ys = _chunk_slices(chunks[ydim])
+        rs = _chunk_slices(chunks[key[0]]) if len(key) == 2 else [None]
+        for r in rs:
+            for y in ys:
+                sel = {ydim: y} if r is None else {key[0]: r, ydim: y}
+                regions.append(_Region(len(regions), names, sel))
+    small = [str(n) for n in fine.data_vars if n not in grid_vars]
+    return regions, small
+
+
+def _uniform_chunks(fine: xr.Dataset, ydim: str, xdim: str) -> xr.Dataset:
+    """Rechunk grid variables to uniform chunks (zarr's chunk grid), first chunk's size."""
+    out = {}
+    for n, v in fine.data_vars.items():
+        if v.chunks is None:
+            continue
+        want = {d: c[0] for d, c in v.chunksizes.items()}
+        if any(len(set(c[:-1])) > 1 or c[-1] > c[0] for c in v.chunksizes.values()):
+            v = v.chunk(want)
+        v.encoding = {"chunks": tuple(int(v.chunksizes[d][0]) for d in v.dims)}
+        out[n] = v
+    return fine.assign(out)
+
+
+def _clean_encoding(fine: xr.Dataset) -> xr.Dataset:
+    """Drop netCDF encodings that zarr cannot take (compression settings, chunk sizes)."""
+    fine = fine.copy()
+    for v in fine.variables.values():
+        keep = {k: v.encoding[k] for k in ("units", "calendar", "dtype") if k in v.encoding}
+        if "dtype" in keep and str(keep["dtype"]).startswith(("int", "uint")):
+            keep.pop("dtype")  # packed integers: the float data are written as they are
+        v.encoding = keep
+    return fine
+
+
+@contextlib.contextmanager
+def _quiet_zarr() -> Any:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        yield
+
+
+def _set_attrs(store: str, **attrs: Any) -> None:
+    import zarr
+
+    with _quiet_zarr():
+        g = zarr.open_group(store, mode="r+")
+        g.attrs.update(attrs)
+
+
+def _run_regions(
+    regions: list[_Region],
+    task: Callable[[_Region], Any],
+    on_done: Callable[[list[int]], None],
+    *,
+    client: Any,
+    progress: Any,
+) -> None:
+    """Compute the region writes, recording each once it is on disk.
+
+    Only this (driver) process writes the bookkeeping.  On a distributed cluster regions are
+    submitted in groups of four per worker thread (one graph each, to keep the scheduler's
+    overhead per region small), two groups ahead, and recorded one by one as they finish;
+    locally, groups of four regions per core are computed together with the current dask
+    scheduler and recorded together.
+    """
+    import dask
+
+    pending = list(regions)
+    if client is not None:
+        from distributed import as_completed
+
+        group = REGIONS_PER_GROUP or max(4, 4 * sum(client.nthreads().values()))
+        index_of: dict[Any, int] = {}
+        ac = as_completed()
+
+        def submit() -> None:
+            part = pending[:group]
+            del pending[:group]
+            if not part:
+                return
+            futures = client.compute([task(r) for r in part])
+            for r, fut in zip(part, futures):
+                index_of[fut.key] = r.index
+                ac.add(fut)
+
+        submit()
+        submit()
+        for finished, fut in enumerate(ac, start=1):
+            fut.result()  # raises the task's error here
+            on_done([index_of.pop(fut.key)])
+            progress.update(1)
+            if finished % group == 0:
+                submit()
+        return
+    group = REGIONS_PER_GROUP or max(1, 4 * (os.cpu_count() or 1))
+    for s in range(0, len(pending), group):
+        part = pending[s : s + group]
+        dask.compute(*[task(r) for r in part])
+        on_done([r.index for r in part])
+        progress.update(len(part))
+
+
+def _write_zarr(fine: xr.Dataset, cfg: BatchConfig, ydim: str, xdim: str, client: Any) -> str:
+    """Write (or resume writing) the zarr output region by region; returns a summary line."""
+    store = cfg.output
+    status = zarr_status(store)
+    fine = _uniform_chunks(_clean_encoding(fine), ydim, xdim)
+    regions, small = _plan_regions(fine, ydim, xdim)
+    fresh = True
+    done: set[int] = set()
+    if status:
+        if status.get("status") == _COMPLETE and cfg.resume:
+            return f"{store} is complete already: nothing to do"
+        if not (cfg.resume or cfg.overwrite):
+            raise OutputExistsError(
+                f"output {store!r} exists; pass --resume to finish an interrupted job, or "
+                "--overwrite to replace it"
+            )
+        if cfg.resume and status.get("template"):
+            stored = status.get("config") or {}
+            mine = cfg.result_key()
+            diff = sorted(k for k in mine if stored.get(k) != mine[k])
+            if diff:
+                raise ResumeError(
+                    f"cannot resume {store!r}: it was written with other values of {diff} "
+                    f"(stored: {[stored.get(k) for k in diff]}, now: {[mine[k] for k in diff]})"
+                    "; rerun with the same options, or with --overwrite to start again"
+                )
+            if status.get("total") != len(regions):
+                raise ResumeError(
+                    f"cannot resume {store!r}: it has {status.get('total')} regions, this job "
+                    f"{len(regions)}; use --overwrite to start again"
+                )
+            done = {int(i) for i in status.get("done", [])}
+            fresh = False
+        if fresh:
+            shutil.rmtree(store)
+    if fresh:
+        template = fine.copy()
+        template.attrs = {
+            **fine.attrs,
+            "xsr_status": _INCOMPLETE,
+            "xsr_config": cfg.to_json(),
+            "xsr_regions_total": len(regions),
+            "xsr_regions_done": [],
+        }
+        # small variables are written now, with the coordinates
+        template = template.assign({n: template[n].compute() for n in small})
+        with _quiet_zarr():
+            template.to_zarr(store, mode="w", compute=False, consolidated=True)
+        _set_attrs(store, xsr_template="written")
+
+    todo = [r for r in regions if r.index not in done]
+
+    def task(r: _Region) -> Any:
+        # the lazy write of one region (built when it is about to run)
+        sub = fine[r.variables].isel(r.selection)
+        sub = sub.drop_vars(list(sub.coords))
+        sub.attrs = {}
+        with _quiet_zarr():
+            return sub.to_zarr(
+                store, region=r.selection, mode="r+", compute=False, consolidated=False
+            )
+
+    def on_done(idx: list[int]) -> None:
+        done.update(idx)
+        _set_attrs(store, xsr_regions_done=sorted(done))
+
+    from tqdm.auto import tqdm
+
+    with tqdm(
+        total=len(regions),
+        initial=len(regions) - len(todo),
+        desc=f"xsr -> {Path(store).name}",
+        unit="region",
+        disable=not cfg.progress,
+        file=sys.stderr,
+    ) as bar:
+        _run_regions(todo, task, on_done, client=client, progress=bar)
+    _set_attrs(store, xsr_status=_COMPLETE)
+    skipped = len(regions) - len(todo)
+    return f"wrote {len(todo)} of {len(regions)} regions to {store}" + (
+        f" ({skipped} written before)" if skipped else ""
+    )
+
+
+def _write_netcdf(fine: xr.Dataset, cfg: BatchConfig, client: Any) -> str:
+    from .cli import write_netcdf_atomic
+
+    out = Path(cfg.output)
+    if out.exists() and cfg.resume and not cfg.overwrite:
+        return f"{out} exists (netCDF outputs are written whole or not at all): nothing to do"
+    fine = fine.copy()
+    fine.attrs = {**fine.attrs, "xsr_config": cfg.to_json(), "xsr_status": _COMPLETE}
+    write_netcdf_atomic(_clean_encoding(fine), out, overwrite=cfg.overwrite)
+    return f"wrote {out}"
+
+
+def _client(address: str | None) -> Any:
+    if not address:
+        return None
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover
+        raise OptionError(
+            "--scheduler needs dask.distributed: pip install 'xsr[distributed]'"
+        ) from None
+    if Path(address).is_file():
+        return Client(scheduler_file=address)
+    return Client(address)
+
+
+def _check(fine_path: str, ds: xr.Dataset, cfg: BatchConfig, dims: Any) -> float:
+    """Largest relative conservation error of the written output (read back, chunk-wise)."""
+    import numpy as np
+    import xarray as xr
+
+    from . import api
+
+    out = xr.open_zarr(fine_path) if cfg.is_zarr else xr.open_dataset(fine_path, chunks={})
+    back = api.coarsen(out, factor=cfg.factor, dims=dims)
+    worst = 0.0
+    for n, v in ds.data_vars.items():
+        if n not in back.data_vars:
+            continue
+        b = back[n].transpose(*v.dims)
+        scale = float(abs(v).max().compute())
+        err = float(abs(b - v).max().compute())
+        if scale > 0 and np.isfinite(err):
+            worst = max(worst, err / scale)
+    return worst
+
+
+def run(cfg: BatchConfig, *, out: Any = None) -> int:
+    """Run a batch job: open, downscale lazily, write; returns the exit status (0).
+
+    Parameters
+    ----------
+    cfg : BatchConfig
+    out : file-like, optional
+        Where to print the summary (default stdout).
+    """
+    from . import api
+    from .methods.registry import get_method
+
+    stream = out if out is not None else sys.stdout
+    t0 = time.perf_counter()
+    if not cfg.is_zarr and Path(cfg.output).suffix.lower() not in (".nc", ".nc4", ".netcdf"):
+        raise OptionError(
+            f"output {cfg.output!r}: name it *.zarr for a zarr store or *.nc for netCDF"
+        )
+    if cfg.overwrite and cfg.resume:
+        raise OptionError("--resume and --overwrite exclude each other")
+    if not cfg.is_zarr and Path(cfg.output).exists() and not (cfg.overwrite or cfg.resume):
+        raise OutputExistsError(
+            f"output file {cfg.output!r} exists; pass --overwrite to replace it, or choose "
+            "another name"
+        )
+    method = get_method(cfg.method, **cfg.method_options)
+    ds = open_inputs(cfg.inputs, var=cfg.var)
+    dims = tuple(cfg.dims) if cfg.dims else None
+    ydim, xdim = api.spatial_dims(ds, dims)  # type: ignore[arg-type]
+    chunks = default_chunks(
+        ds,
+        ydim,
+        xdim,
+        factor=cfg.factor,
+        tile_size=cfg.tile_size,
+        stochastic=bool(getattr(method, "stochastic", False)),
+    )
+    chunks.update(cfg.chunks)
+    unknown = [d for d in cfg.chunks if d not in ds.dims]
+    if unknown:
+        raise OptionError(f"--chunks names {unknown}, not dimensions of the input {list(ds.dims)}")
+    grid_vars = [n for n, v in ds.data_vars.items() if ydim in v.dims and xdim in v.dims]
+    ds = ds.assign(
+        {n: ds[n].chunk({d: c for d, c in chunks.items() if d in ds[n].dims}) for n in grid_vars}
+    )
+    ds = ds.assign({n: ds[n].load() for n in ds.data_vars if n not in grid_vars})
+    bounds = None
+    if cfg.conserve == "bounded":
+        bounds = (cfg.lower, cfg.upper)
+    elif cfg.lower is not None or cfg.upper is not None:
+        raise OptionError("--lower/--upper are only used with --conserve bounded")
+    client = _client(cfg.scheduler)
+    try:
+        fine = api.downscale(
+            ds,
+            factor=cfg.factor,
+            method=method,
+            conserve=cfg.conserve,  # type: ignore[arg-type]
+            bounds=bounds,
+            dims=dims,  # type: ignore[arg-type]
+            device=cfg.device,
+            tile_size=cfg.tile_size,
+        )
+        assert not isinstance(fine, type(None))
+        fine.attrs["xsr_config"] = cfg.to_json()
+        if cfg.is_zarr:
+            line = _write_zarr(fine, cfg, ydim, xdim, client)  # type: ignore[arg-type]
+        else:
+            line = _write_netcdf(fine, cfg, client)  # type: ignore[arg-type]
+        print(
+            f"xsr downscale: {len(expand_inputs(cfg.inputs))} input(s) -> {cfg.output}", file=stream
+        )
+        print(
+            f"  method={cfg.method} factor={cfg.factor} conserve={cfg.conserve} "
+            f"tile_size={cfg.tile_size} chunks={chunks}",
+            file=stream,
+        )
+        print(
+            f"  grid ({ydim}, {xdim}): {ds.sizes[ydim]} x {ds.sizes[xdim]} -> "
+            f"{ds.sizes[ydim] * cfg.factor} x {ds.sizes[xdim] * cfg.factor}",
+            file=stream,
+        )
+        print(f"  {line}", file=stream)
+        if cfg.check:
+            err = _check(cfg.output, ds, cfg, dims)
+            print(f"  max relative conservation error {err:.2e}", file=stream)
+        print(f"  time: {time.perf_counter() - t0:.2f} s", file=stream)
+    finally:
+        if client is not None:
+            client.close()
+    return 0

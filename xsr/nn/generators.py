@@ -1,0 +1,413 @@
+"""Deep-image-prior generators, batched over independent members.
+
+Every module here holds ``n`` *independent* networks (the members of an ensemble, or the
+fields of a batch, or both) and runs them as one computation: the convolutions are grouped
+convolutions with ``groups=n`` over ``n*C`` channels, and the normalisation is computed per
+member and per channel (instance normalisation), so that no statistic mixes members.  Member
+``k`` of a batched module gives, to round-off, the output of a one-member module built with
+``seeds[k]``: the parameters and the latent input of each member are drawn from a
+``torch.Generator`` seeded with its own seed.
+
+Shapes: latent inputs are ``(n, C, h, w)`` and outputs ``(n, 1, H, W)``.
+
+Two generators:
+
+* :class:`StudyGenerator`, the generator of the deep-image-prior study of sea-surface-height
+  downscaling: a latent vector ``z ~ N(0, 1)`` of 100 channels (1 x 1), a transposed
+  convolution to a 4 x 4 map of 512 channels, then blocks of [2x upsampling, reflection
+  padding, 3 x 3 convolution, normalisation, ReLU] halving the channels, and a last 3 x 3
+  convolution to one channel (2.39 M parameters for a 256 x 256 output).
+* :class:`DecoderGenerator`, a smaller decoder (the default of ``method="dip"``): a latent
+  *map* of a few channels at about the coarse resolution, blocks of [3 x 3 convolution,
+  normalisation, ReLU, 2x bilinear upsampling] with few channels, and a 1 x 1 convolution to
+  one channel whose initial weights are scaled down, so that, used as a correction to a
+  smooth first guess (a skip connection), it starts near zero.
+
+Both compute the number of 2x upsampling blocks from the output size, start from a map
+shaped to the output's aspect ratio, and crop the last map centrally to exactly ``(H, W)``,
+so any output size works.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "GENERATORS",
+    "DecoderGenerator",
+    "GeneratorName",
+    "MemberConv2d",
+    "MemberLatentToMap",
+    "MemberNorm",
+    "StudyGenerator",
+    "build_generator",
+    "count_parameters",
+]
+
+GeneratorName = Literal["decoder", "study"]
+GENERATORS: tuple[str, ...] = ("decoder", "study")
+Upsample = Literal["bilinear", "nearest"]
+
+
+def _check_seeds(n: int, seeds: Sequence[int] | None) -> list[int]:
+    if seeds is None:
+        return list(range(n))
+    s = [int(v) for v in seeds]
+    if len(s) != n:
+        raise ValueError(f"need one seed per member: {n} members, got {len(s)} seeds")
+    return s
+
+
+def _uniform(shape: Sequence[int], bound: float, gen: torch.Generator) -> torch.Tensor:
+    return (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2.0 - 1.0) * bound
+
+
+class MemberConv2d(nn.Module):
+    """``n`` independent 2-D convolutions run as one grouped convolution.
+
+    Parameters
+    ----------
+    n : int
+        Number of members.
+    cin, cout : int
+        Input and output channels of each member.
+    kernel : int
+        Kernel size (square, stride 1, no padding: pad before calling).
+    scale : float, default 1.0
+        Multiplies the initial weights and bias (use < 1 for a last layer that should
+        start near zero).
+
+    Shapes
+    ------
+    input ``(n, cin, H, W)``, output ``(n, cout, H - kernel + 1, W - kernel + 1)``.
+    """
+
+    def __init__(self, n: int, cin: int, cout: int, kernel: int, *, scale: float = 1.0) -> None:
+        super().__init__()
+        self.n, self.cin, self.cout, self.kernel, self.scale = n, cin, cout, kernel, scale
+        self.weight = nn.Parameter(torch.zeros(n, cout, cin, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(n, cout))
+
+    def reset_member(self, k: int, gen: torch.Generator) -> None:
+        """Draw member ``k``'s parameters (PyTorch's default uniform initialisation)."""
+        bound = 1.0 / math.sqrt(self.cin * self.kernel * self.kernel)
+        with torch.no_grad():
+            w = _uniform(self.weight.shape[1:], bound, gen) * self.scale
+            b = _uniform(self.bias.shape[1:], bound, gen) * self.scale
+            self.weight[k].copy_(w)
+            self.bias[k].copy_(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        k = self.kernel
+        weight = self.weight.reshape(n * self.cout, self.cin, k, k)
+        y = F.conv2d(x.reshape(1, n * c, h, w), weight, self.bias.reshape(n * self.cout), groups=n)
+        return y.reshape(n, self.cout, y.shape[-2], y.shape[-1])
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, cin={self.cin}, cout={self.cout}, kernel={self.kernel}"
+
+
+class MemberLatentToMap(nn.Module):
+    """A transposed convolution from a ``1 x 1`` latent to an ``h x w`` map, per member.
+
+    Equivalent to ``ConvTranspose2d(cin, cout, (h, w))`` applied to a ``1 x 1`` input.
+
+    Shapes
+    ------
+    input ``(n, cin, 1, 1)``, output ``(n, cout, h, w)``.
+    """
+
+    def __init__(self, n: int, cin: int, cout: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.n, self.cin, self.cout, self.size = n, cin, cout, size
+        self.weight = nn.Parameter(torch.zeros(n, cin, cout, *size))
+        self.bias = nn.Parameter(torch.zeros(n, cout))
+
+    def reset_member(self, k: int, gen: torch.Generator) -> None:
+        """Draw member ``k``'s parameters (uniform, bound ``1/sqrt(cin)``)."""
+        bound = 1.0 / math.sqrt(self.cin)
+        with torch.no_grad():
+            self.weight[k].copy_(_uniform(self.weight.shape[1:], bound, gen))
+            self.bias[k].copy_(_uniform(self.bias.shape[1:], bound, gen))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("nc,ncohw->nohw", z[:, :, 0, 0], self.weight)
+        return y + self.bias[:, :, None, None]
+
+
+class MemberNorm(nn.Module):
+    """Instance normalisation with a per-member, per-channel affine map.
+
+    Statistics are taken over the two spatial axes of each member and channel, so members
+    never mix; with one member it equals ``BatchNorm2d`` in training mode on a batch of one.
+
+    Shapes
+    ------
+    input and output ``(n, C, H, W)``.
+    """
+
+    def __init__(self, n: int, channels: int, *, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n, channels))
+        self.bias = nn.Parameter(torch.zeros(n, channels))
+
+    def reset_member(self, k: int, gen: torch.Generator) -> None:
+        """Member ``k`` starts as the identity map (weight 1, bias 0)."""
+        with torch.no_grad():
+            self.weight[k].fill_(1.0)
+            self.bias[k].zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.instance_norm(x, eps=self.eps)
+        return y * self.weight[:, :, None, None] + self.bias[:, :, None, None]
+
+
+def _pad(x: torch.Tensor, p: int) -> torch.Tensor:
+    if p == 0:
+        return x
+    # reflection needs at least p + 1 cells; replicate on maps smaller than that
+    mode = "reflect" if min(x.shape[-2:]) > p else "replicate"
+    return F.pad(x, (p, p, p, p), mode=mode)
+
+
+def _up(x: torch.Tensor, mode: Upsample) -> torch.Tensor:
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def _crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    h, w = shape
+    oy = (x.shape[-2] - h) // 2
+    ox = (x.shape[-1] - w) // 2
+    return x[..., oy : oy + h, ox : ox + w]
+
+
+def _n_blocks(shape: tuple[int, int], start: int) -> int:
+    return max(0, math.ceil(math.log2(max(shape) / start))) if max(shape) > start else 0
+
+
+class _Generator(nn.Module):
+    """Common parts: the latent buffer, per-member initialisation, the output crop."""
+
+    latent: torch.Tensor
+
+    def __init__(self, n: int, out_shape: tuple[int, int]) -> None:
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"n (members) must be >= 1, got {n}")
+        h, w = (int(v) for v in out_shape)
+        if h < 1 or w < 1:
+            raise ValueError(f"out_shape must be positive, got {out_shape}")
+        self.n = n
+        self.out_shape = (h, w)
+
+    def _latent_shape(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def _reset(self, seeds: list[int]) -> None:
+        c, h, w = self._latent_shape()
+        z = torch.zeros(self.n, c, h, w)
+        kinds = (MemberConv2d, MemberLatentToMap, MemberNorm)
+        layers = [m for m in self.modules() if isinstance(m, kinds)]
+        for k, seed in enumerate(seeds):
+            gen = torch.Generator().manual_seed(seed)
+            z[k] = torch.randn(c, h, w, generator=gen, dtype=torch.float64).float()
+            for layer in layers:
+                layer.reset_member(k, gen)
+        self.register_buffer("latent", z)
+
+    def forward(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``g(z)``, shape ``(n, 1, H, W)``; ``z`` defaults to the stored latent."""
+        y = self.body(self.latent if z is None else z)
+        return _crop(y, self.out_shape)
+
+    def body(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class StudyGenerator(_Generator):
+    """The generator of the deep-image-prior study, for any output size.
+
+    Parameters
+    ----------
+    n : int
+        Number of independent members.
+    out_shape : (H, W)
+        Output size; the network generates ``(h0 * 2**B, w0 * 2**B)`` with ``B`` upsampling
+        blocks chosen so that the start map is at most ``start x start`` and crops centrally.
+    seeds : sequence of int, optional
+        One seed per member (default ``0..n-1``).
+    latent_channels : int, default 100
+    width : int, default 512
+        Channels after the transposed convolution; halved by each block.
+    min_width : int, default 4
+    start : int, default 4
+        Size of the first map (4 x 4 for a square output).
+    upsample : {"bilinear", "nearest"}, default "bilinear"
+
+    Shapes
+    ------
+    latent ``(n, latent_channels, 1, 1)``, output ``(n, 1, H, W)``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        out_shape: tuple[int, int],
+        *,
+        seeds: Sequence[int] | None = None,
+        latent_channels: int = 100,
+        width: int = 512,
+        min_width: int = 4,
+        start: int = 4,
+        upsample: Upsample = "bilinear",
+    ) -> None:
+        super().__init__(n, out_shape)
+        h, w = self.out_shape
+        nb = _n_blocks(self.out_shape, start)
+        h0, w0 = math.ceil(h / 2**nb), math.ceil(w / 2**nb)
+        self.latent_channels = latent_channels
+        self.upsample: Upsample = upsample
+        self.head = MemberLatentToMap(n, latent_channels, width, (h0, w0))
+        convs, norms = [], []
+        c = width
+        for _ in range(nb):
+            c2 = max(c // 2, min_width)
+            convs.append(MemberConv2d(n, c, c2, 3))
+            norms.append(MemberNorm(n, c2))
+            c = c2
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList(norms)
+        self.last = MemberConv2d(n, c, 1, 3)
+        self._reset(_check_seeds(n, seeds))
+
+    def _latent_shape(self) -> tuple[int, int, int]:
+        return (self.latent_channels, 1, 1)
+
+    def body(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.head(z)
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(_pad(_up(x, self.upsample), 1))))
+        return self.last(_pad(x, 1))
+
+
+class DecoderGenerator(_Generator):
+    """A small decoder from a latent map (the default generator of ``method="dip"``).
+
+    Parameters
+    ----------
+    n : int
+        Number of independent members.
+    out_shape : (H, W)
+        Output size.
+    seeds : sequence of int, optional
+        One seed per member (default ``0..n-1``).
+    latent_channels : int, default 8
+        Channels of the latent map ``z ~ N(0, 1)``.
+    latent_size : int, default 16
+        Largest edge of the latent map: ``B = ceil(log2(max(H, W) / latent_size))``
+        upsampling blocks, latent map ``(ceil(H / 2**B), ceil(W / 2**B))``.
+    width : int, default 64
+        Channels of the first block, halved by each further block down to ``min_width``.
+    min_width : int, default 16
+    upsample : {"bilinear", "nearest"}, default "bilinear"
+    out_scale : float, default 0.1
+        Factor on the initial weights of the last (1 x 1) convolution.
+
+    Shapes
+    ------
+    latent ``(n, latent_channels, H / 2**B, W / 2**B)`` (rounded up), output ``(n, 1, H, W)``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        out_shape: tuple[int, int],
+        *,
+        seeds: Sequence[int] | None = None,
+        latent_channels: int = 8,
+        latent_size: int = 16,
+        width: int = 64,
+        min_width: int = 16,
+        upsample: Upsample = "bilinear",
+        out_scale: float = 0.1,
+    ) -> None:
+        super().__init__(n, out_shape)
+        h, w = self.out_shape
+        nb = _n_blocks(self.out_shape, latent_size)
+        self.latent_hw = (math.ceil(h / 2**nb), math.ceil(w / 2**nb))
+        self.latent_channels = latent_channels
+        self.upsample: Upsample = upsample
+        convs, norms = [], []
+        c = latent_channels
+        c2 = width
+        for _ in range(nb + 1):
+            convs.append(MemberConv2d(n, c, c2, 3))
+            norms.append(MemberNorm(n, c2))
+            c, c2 = c2, max(c2 // 2, min_width)
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList(norms)
+        self.last = MemberConv2d(n, c, 1, 1, scale=out_scale)
+        self._reset(_check_seeds(n, seeds))
+
+    def _latent_shape(self) -> tuple[int, int, int]:
+        return (self.latent_channels, *self.latent_hw)
+
+    def body(self, z: torch.Tensor) -> torch.Tensor:
+        x = z
+        nb = len(self.convs) - 1
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = F.relu(norm(conv(_pad(x, 1))))
+            if i < nb:
+                x = _up(x, self.upsample)
+        return self.last(x)
+
+
+def build_generator(
+    name: GeneratorName,
+    n: int,
+    out_shape: tuple[int, int],
+    *,
+    seeds: Sequence[int] | None = None,
+    **options: Any,
+) -> StudyGenerator | DecoderGenerator:
+    """Build a generator by name (``"decoder"`` or ``"study"``) with ``n`` members.
+
+    Parameters
+    ----------
+    name : {"decoder", "study"}
+    n : int
+        Number of independent members.
+    out_shape : (H, W)
+        Output size.
+    seeds : sequence of int, optional
+        One seed per member.
+    **options
+        Keyword options of the generator class.
+
+    Returns
+    -------
+    StudyGenerator or DecoderGenerator
+        Its ``forward()`` returns ``(n, 1, H, W)``.
+    """
+    if name == "study":
+        return StudyGenerator(n, out_shape, seeds=seeds, **options)
+    if name == "decoder":
+        return DecoderGenerator(n, out_shape, seeds=seeds, **options)
+    raise ValueError(f"unknown generator {name!r}; available: {list(GENERATORS)}")
+
+
+def count_parameters(module: nn.Module, *, per_member: bool = True) -> int:
+    """Number of trainable parameters, of one member (default) or of all members."""
+    total = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    n = int(getattr(module, "n", 1))
+    return total // n if per_member else total
