@@ -189,3 +189,15 @@ def test_array_errors():
         downscale_array(np.array([[1.0, -1.0], [0.0, 1.0]]), factor=2, conserve="multiplicative")
     with pytest.raises(OptionError, match="only used with conserve='bounded'"):
         downscale_array(np.ones((2, 2)), factor=2, bounds=(0, 1))
+
+
+def test_fine_mask_that_empties_a_valid_coarse_cell_is_refused():
+    x = _field((1, 3, 3))
+    mask = np.ones((6, 6), bool)
+    mask[:2, :2] = False  # every fine cell of coarse cell (0, 0), which holds a value
+    with pytest.raises(InputValueError, match="no valid fine cell in 1 coarse cell"):
+        downscale_array(x, factor=2, method="bilinear", mask=mask)
+    x[0, 0, 0] = np.nan  # with that coarse cell NaN the mask is fine
+    y = downscale_array(x, factor=2, method="bilinear", mask=mask)
+    assert np.isnan(y[0, :2, :2]).all()
+    assert conservation_error(y, x, 2) < 1e-12

@@ -366,9 +366,14 @@ def _grid_array(
     raise ShapeError(f"{what} has shape {arr.shape}; allowed: {allowed}")
 
 
-def _mask_array(mask: Any, g: _Grid, factor: int) -> np.ndarray | None:
+def _mask_array(mask: Any, g: _Grid, factor: int) -> tuple[np.ndarray | None, xr.DataArray | None]:
+    """(fine mask (ny*f, nx*f), coarse mask as a (y, x) DataArray); either may be None.
+
+    A coarse mask marks whole coarse cells as missing (they become NaN in the input); a fine
+    mask removes fine cells, and the coarse means are conserved over the remaining ones.
+    """
     if mask is None:
-        return None
+        return None, None
     arr, where = _grid_array(mask, g, what="mask", factor=factor)
     if arr.dtype.kind == "f":
         if not np.isin(arr[np.isfinite(arr)], (0.0, 1.0)).all() or np.isnan(arr).any():
@@ -380,8 +385,8 @@ def _mask_array(mask: Any, g: _Grid, factor: int) -> np.ndarray | None:
         raise OptionError(f"mask must be boolean (True = valid cell), got dtype {arr.dtype}")
     arr = arr.astype(bool)
     if where == "coarse":
-        arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1)
-    return arr
+        return None, xr.DataArray(arr, dims=(g.ydim, g.xdim))
+    return arr, None
 
 
 def _weights_array(
@@ -822,7 +827,7 @@ def downscale(
         w, wdesc = None, factors[1]
     else:
         w, wdesc = _weights_array(weights, g, f, obj)
-    fine_mask = _mask_array(mask, g, f)
+    fine_mask, coarse_mask = _mask_array(mask, g, f)
     if periodic is None:
         periodic = g.kind == "lonlat" and grid.is_periodic_longitude(
             np.asarray(obj[xdim].values, np.float64), g.xbounds
@@ -867,6 +872,8 @@ def downscale(
         )
 
     def _one(da: xr.DataArray, name: str) -> xr.DataArray | dict[str, xr.DataArray]:
+        if coarse_mask is not None and da.dtype.kind == "f":
+            da = da.where(coarse_mask)
         if da.dtype.kind in "iub":
             raise DtypeError(
                 f"variable {name!r} has {'boolean' if da.dtype.kind == 'b' else 'integer'} "

@@ -313,15 +313,26 @@ def downscale_array(
             f"method {m!r} returned members of shape {tuple(members.shape)}, expected "
             f"(M, {', '.join(map(str, y.shape))})"
         )
+    # Fine cells outside ``keep`` become NaN in enforce (through the NaN coarse cell or the
+    # user's fine mask); only the user's mask needs passing, which keeps enforce on its fast
+    # path when the method's output is finite everywhere.
     keep = upsample(valid, f)
     if fine_mask is not None:
         keep = keep & fine_mask
-    if bool((keep & ~torch.isfinite(y)).any()):
+        lost = valid & ~block_any(keep, f)
+        if bool(lost.any()):
+            raise InputValueError(
+                f"the fine mask leaves no valid fine cell in {int(lost.sum())} coarse cell(s) "
+                f"of {name} that hold values, whose means could not be conserved; make the "
+                "mask True on at least one fine cell of every coarse cell with data, or set "
+                "those coarse cells to NaN"
+            )
+    if not bool(torch.isfinite(y).all()) and bool((keep & ~torch.isfinite(y)).any()):
         raise MethodError(
             f"method {m!r} produced non-finite values inside the valid region of {name}; "
             "this is a bug in the method: please report it"
         )
-    out = enforce(y, xt, f, mode, weights=weights, mask=keep, bounds=bnds, validate=False)
+    out = enforce(y, xt, f, mode, weights=weights, mask=fine_mask, bounds=bnds, validate=False)
     final = out_dtype if dtype is None and OPTIONS["dtype"] is None else work
     out = out.to(final)
 
@@ -340,7 +351,7 @@ def downscale_array(
             f,
             mode,
             weights=weights,
-            mask=keep,
+            mask=fine_mask,
             bounds=bnds,
             validate=False,
         )
@@ -348,6 +359,12 @@ def downscale_array(
         members = members.to(final)
         std = None if std is None else std.to(final)
     return Downscaled(fine=_ret(out), std=_ret(std), members=_ret(members))
+
+
+def block_any(mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """Whether any cell of each ``factor x factor`` block is True: ``(..., ny, nx)``."""
+    *lead, ny, nx = mask.shape
+    return mask.reshape(*lead, ny // factor, factor, nx // factor, factor).any(dim=(-3, -1))
 
 
 def _wrap_fine(a: Any, h: int, dev: Any) -> Any:
