@@ -100,3 +100,33 @@ def test_console_script_installed():
     )
     assert out.returncode == 0
     assert out.stdout.startswith("xsr ")
+
+
+def test_demo_command_writes_result_figure_and_table(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "demo"
+    rc = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--factor",
+            "8",
+            "--members",
+            "2",
+            "--iterations",
+            "3",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "conservative bicubic" in text
+    assert "dip-ensemble (2 members)" in text
+    assert (out / "dip_twin_x8.png").stat().st_size > 10_000
+    assert (out / "dip_twin_table.md").read_text().count("|") > 10
+    fine = xr.open_dataset(out / "dip_twin_x8.nc").load()
+    assert "adt_std" in fine
+    # exact conservation of the written result against the coarse field it came from
+    coarse = open_sample().sr.coarsen(factor=8)
+    assert_conserves(fine[["adt"]], coarse[["adt"]], 8)

@@ -83,9 +83,9 @@ class MemberConv2d(nn.Module):
         Multiplies the initial weights and bias (use < 1 for a last layer that should
         start near zero).
 
-    Shapes
-    ------
-    input ``(n, cin, H, W)``, output ``(n, cout, H - kernel + 1, W - kernel + 1)``.
+    Notes
+    -----
+    Shapes: input ``(n, cin, H, W)``, output ``(n, cout, H - kernel + 1, W - kernel + 1)``.
     """
 
     def __init__(self, n: int, cin: int, cout: int, kernel: int, *, scale: float = 1.0) -> None:
@@ -119,9 +119,9 @@ class MemberLatentToMap(nn.Module):
 
     Equivalent to ``ConvTranspose2d(cin, cout, (h, w))`` applied to a ``1 x 1`` input.
 
-    Shapes
-    ------
-    input ``(n, cin, 1, 1)``, output ``(n, cout, h, w)``.
+    Notes
+    -----
+    Shapes: input ``(n, cin, 1, 1)``, output ``(n, cout, h, w)``.
     """
 
     def __init__(self, n: int, cin: int, cout: int, size: tuple[int, int]) -> None:
@@ -148,9 +148,9 @@ class MemberNorm(nn.Module):
     Statistics are taken over the two spatial axes of each member and channel, so members
     never mix; with one member it equals ``BatchNorm2d`` in training mode on a batch of one.
 
-    Shapes
-    ------
-    input and output ``(n, C, H, W)``.
+    Notes
+    -----
+    Shapes: input and output ``(n, C, H, W)``.
     """
 
     def __init__(self, n: int, channels: int, *, eps: float = 1e-5) -> None:
@@ -254,9 +254,9 @@ class StudyGenerator(_Generator):
         Size of the first map (4 x 4 for a square output).
     upsample : {"bilinear", "nearest"}, default "bilinear"
 
-    Shapes
-    ------
-    latent ``(n, latent_channels, 1, 1)``, output ``(n, 1, H, W)``.
+    Notes
+    -----
+    Shapes: latent ``(n, latent_channels, 1, 1)``, output ``(n, 1, H, W)``.
     """
 
     def __init__(
@@ -323,9 +323,10 @@ class DecoderGenerator(_Generator):
     out_scale : float, default 0.1
         Factor on the initial weights of the last (1 x 1) convolution.
 
-    Shapes
-    ------
-    latent ``(n, latent_channels, H / 2**B, W / 2**B)`` (rounded up), output ``(n, 1, H, W)``.
+    Notes
+    -----
+    Shapes: latent ``(n, latent_channels, H / 2**B, W / 2**B)`` (rounded up), output
+    ``(n, 1, H, W)``.
     """
 
     def __init__(
