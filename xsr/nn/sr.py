@@ -1,0 +1,807 @@
+"""Supervised super-resolution networks ending in the enforcement layer.
+
+The seven schemes compared in the downsampling-enforcement study (Geiss & Hardin 2023,
+"Strictly enforcing invertibility and conservation in CNN-based super resolution"), sized for
+geophysical fields: one channel by default, small widths that train on a CPU, and any integer
+factor >= 2 (not only powers of two).
+
+=============  ==============================================================================
+name           scheme
+=============  ==============================================================================
+``srcnn``      :class:`SRCNN`: bicubic pre-upsampling, then 9-5-5 convolutions (Dong et al.)
+``lapsrn``     :class:`LapSRN`: progressive 2x pyramid levels; a resize step to the exact size
+               when the factor is not a power of two (Lai et al.)
+``dense-unet`` :class:`DenseUNet`: a U-Net of dense blocks on the coarse grid, followed by
+               upsampling and a dense block on the fine grid
+``dbpn``       :class:`DBPN`: iterative up- and down-projection units (Haris et al.)
+``srdensenet`` :class:`SRDenseNet`: dense blocks, all concatenated, bottleneck, upsampling
+               (Tong et al.)
+``edsr``       :class:`EDSR`: residual blocks without batch normalisation, global skip,
+               sub-pixel upsampling (Lim et al.)
+``rdn``        :class:`RDN`: residual dense blocks with local and global feature fusion
+               (Zhang et al.)
+=============  ==============================================================================
+
+Every model maps a coarse batch ``(N, C, ny, nx)`` to ``(N, C, ny*f, nx*f)`` and ends with
+:class:`xsr.conserve.Enforce` (held as ``self.enforce``; ``None`` when ``conserve=None``), so
+the same network can be trained with or without the layer.  With ``conserve="multiplicative"``
+the pre-enforcement output passes through a softplus so that it is non-negative.
+
+Upsampling by a factor ``f`` inside the feature networks (EDSR, RDN, SRDenseNet, Dense U-Net)
+is a chain over the prime factors of ``f``: a convolution and a pixel shuffle for the primes
+2 and 3, and nearest-neighbour interpolation followed by a convolution for larger primes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..conserve import ConserveMode, Enforce, check_options, enforce
+from ..exceptions import MethodError, OptionError, ShapeError
+
+__all__ = [
+    "DBPN",
+    "EDSR",
+    "RDN",
+    "SRCNN",
+    "SR_MODELS",
+    "DenseUNet",
+    "LapSRN",
+    "SRDenseNet",
+    "SRModel",
+    "SRModelName",
+    "SubPixelUpsampler",
+    "build_sr_model",
+]
+
+SRModelName = Literal["srcnn", "lapsrn", "dense-unet", "dbpn", "srdensenet", "edsr", "rdn"]
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+def _conv(cin: int, cout: int, kernel: int = 3) -> nn.Conv2d:
+    """A stride-1 convolution that keeps the spatial size (replicate padding)."""
+    return nn.Conv2d(cin, cout, kernel, padding=kernel // 2, padding_mode="replicate")
+
+
+def _prime_factors(n: int) -> list[int]:
+    out, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    return out
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of ``(N, C, h, w)`` to ``(N, C, *size)``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+
+
+class SubPixelUpsampler(nn.Sequential):
+    """Upsample features by an integer factor, one prime factor at a time.
+
+    Primes 2 and 3: a 3 x 3 convolution to ``channels * p**2`` channels and a pixel shuffle.
+    Other primes: nearest-neighbour interpolation by ``p`` and a 3 x 3 convolution.
+
+    Parameters
+    ----------
+    channels : int
+        Feature channels (kept).
+    factor : int
+        Upsampling factor (>= 2).
+
+    Notes
+    -----
+    Shapes: input ``(N, channels, h, w)``, output ``(N, channels, h*factor, w*factor)``.
+    """
+
+    def __init__(self, channels: int, factor: int) -> None:
+        layers: list[nn.Module] = []
+        for p in _prime_factors(factor):
+            if p in (2, 3):
+                layers += [_conv(channels, channels * p * p), nn.PixelShuffle(p)]
+            else:
+                layers += [nn.Upsample(scale_factor=p, mode="nearest"), _conv(channels, channels)]
+        super().__init__(*layers)
+
+
+class _DenseBlock(nn.Module):
+    """``layers`` convolutions, each fed the concatenation of all previous outputs.
+
+    Shapes: input ``(N, cin, h, w)``, output ``(N, cin + layers*growth, h, w)``.
+    """
+
+    def __init__(self, cin: int, growth: int, layers: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(_conv(cin + i * growth, growth) for i in range(layers))
+        self.out_channels = cin + layers * growth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for conv in self.convs:
+            feats.append(F.relu(conv(torch.cat(feats, dim=1))))
+        return torch.cat(feats, dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# base class
+# --------------------------------------------------------------------------------------------
+class SRModel(nn.Module):
+    """Base class: options, input checks, output activation and the enforcement layer.
+
+    Subclasses implement :meth:`features`, mapping ``(N, C_in, ny, nx)`` to the
+    pre-enforcement field ``(N, C_out, ny*f, nx*f)``.
+
+    Parameters
+    ----------
+    factor : int
+        Refinement factor along each axis (>= 2).
+    conserve : {"additive", "multiplicative", "bounded", None}, default "additive"
+        Enforcement operator of the last layer; ``None`` for no layer.
+    bounds : (lower, upper), optional
+        For ``conserve="bounded"``.
+    in_channels : int, default 1
+        Channels (variables) of the coarse input.
+    out_channels : int, optional
+        Channels of the output; defaults to ``in_channels``, and must equal it when
+        ``conserve`` is not ``None`` (each output channel is conserved against the same input
+        channel).
+    """
+
+    enforce: Enforce | None
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None = "additive",
+        bounds: Sequence[float | None] | None = None,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        f, mode, b = check_options(factor, conserve, bounds)
+        out_channels = in_channels if out_channels is None else int(out_channels)
+        if in_channels < 1 or out_channels < 1:
+            raise OptionError(
+                f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
+            )
+        if mode is not None and out_channels != in_channels:
+            raise OptionError(
+                f"conserve={mode!r} needs out_channels == in_channels, got {out_channels} and "
+                f"{in_channels}; use conserve=None for a network that changes the channels"
+            )
+        self.factor: int = f
+        self.conserve: ConserveMode | None = mode
+        self.in_channels = int(in_channels)
+        self.out_channels = out_channels
+        self.enforce = None if mode is None else Enforce(f, mode, bounds=b)
+
+    def features(self, coarse: torch.Tensor) -> torch.Tensor:
+        """Pre-enforcement fine field ``(N, C_out, ny*f, nx*f)`` (before any activation)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        coarse: torch.Tensor,
+        *,
+        weights: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Super-resolve a coarse batch.
+
+        Parameters
+        ----------
+        coarse : tensor, shape ``(N, C_in, ny, nx)``
+            Finite coarse fields (fill masked cells before calling).
+        weights : tensor, optional
+            Fine cell weights (areas) broadcastable to the output; overrides the
+            ``self.enforce.weights`` buffer for this call.
+        mask : tensor of bool, optional
+            Valid fine cells; overrides the ``self.enforce.mask`` buffer for this call.
+
+        Returns
+        -------
+        tensor, shape ``(N, C_out, ny*factor, nx*factor)``
+            With enforcement, its (weighted, masked) block means equal ``coarse``.
+        """
+        if coarse.ndim != 4 or coarse.shape[1] != self.in_channels:
+            raise ShapeError(
+                f"{type(self).__name__} expects a coarse batch (N, {self.in_channels}, ny, nx), "
+                f"got shape {tuple(coarse.shape)}"
+            )
+        fine = self.features(coarse)
+        if self.conserve == "multiplicative":
+            fine = F.softplus(fine)
+        if self.enforce is None:
+            if weights is not None or mask is not None:
+                raise OptionError(
+                    "weights= and mask= are used by the enforcement layer, but this model was "
+                    "built with conserve=None"
+                )
+            return fine
+        if weights is None and mask is None:
+            return self.enforce(fine, coarse)
+        return enforce(
+            fine,
+            coarse,
+            self.factor,
+            self.conserve,
+            weights=self.enforce.weights if weights is None else weights,
+            mask=self.enforce.mask if mask is None else mask,
+            bounds=self.enforce.bounds,
+            validate=False,
+        )
+
+    def fine_size(self, coarse: torch.Tensor) -> tuple[int, int]:
+        """``(ny*factor, nx*factor)`` for a coarse batch."""
+        ny, nx = coarse.shape[-2:]
+        return ny * self.factor, nx * self.factor
+
+    def extra_repr(self) -> str:
+        return (
+            f"factor={self.factor}, conserve={self.conserve!r}, in_channels={self.in_channels}, "
+            f"out_channels={self.out_channels}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the seven schemes
+# --------------------------------------------------------------------------------------------
+class SRCNN(SRModel):
+    """SRCNN: bicubic pre-upsampling and three convolutions (9-5-5).
+
+    Parameters
+    ----------
+    factor, conserve, bounds, in_channels, out_channels
+        See :class:`SRModel`.
+    channels : (int, int), default (64, 32)
+        Widths of the first two convolutions.
+    kernels : (int, int, int), default (9, 5, 5)
+        Kernel sizes (odd).
+    residual : bool, default False
+        Add the bicubic field to the output (learn a correction) instead of the original
+        direct mapping.
+
+    Notes
+    -----
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None = "additive",
+        bounds: Sequence[float | None] | None = None,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        channels: tuple[int, int] = (64, 32),
+        kernels: tuple[int, int, int] = (9, 5, 5),
+        residual: bool = False,
+    ) -> None:
+        super().__init__(
+            factor=factor,
+            conserve=conserve,
+            bounds=bounds,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+        if residual and self.out_channels != self.in_channels:
+            raise OptionError("residual=True needs out_channels == in_channels")
+        c1, c2 = channels
+        k1, k2, k3 = kernels
+        self.residual = residual
+        self.body = nn.Sequential(
+            _conv(self.in_channels, c1, k1),
+            nn.ReLU(),
+            _conv(c1, c2, k2),
+            nn.ReLU(),
+            _conv(c2, self.out_channels, k3),
+        )
+
+    def features(self, coarse: torch.Tensor) -> torch.Tensor:
+        up = _resize(coarse, self.fine_size(coarse))
+        out = self.body(up)
+        return out + up if self.residual else out
+
+
+class LapSRN(SRModel):
+    """LapSRN: a Laplacian pyramid of 2x levels.
+
+    Each level upsamples the features by 2 (convolution + pixel shuffle) after ``depth``
+    convolutions with leaky ReLU, predicts a residual image, and adds it to the 2x
+    (transposed-convolution) upsampled image of the previous level.  ``ceil(log2(factor))``
+    levels are used; when ``factor`` is not a power of two the last image is resized
+    (bicubic) to the exact fine size.
+
+    Parameters
+    ----------
+    factor, conserve, bounds, in_channels, out_channels
+        See :class:`SRModel`.
+    channels : int, default 32
+        Feature width.
+    depth : int, default 3
+        Convolutions per level.
+
+    Notes
+    -----
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None = "additive",
+        bounds: Sequence[float | None] | None = None,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        channels: int = 32,
+        depth: int = 3,
+    ) -> None:
+        super().__init__(
+            factor=factor,
+            conserve=conserve,
+            bounds=bounds,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+        self.levels = max(1, math.ceil(math.log2(self.factor) - 1e-9))
+        cin, cout = self.in_channels, self.out_channels
+        self.head = _conv(cin, channels)
+        self.image_in = _conv(cin, cout) if cout != cin else nn.Identity()
+        self.feature_levels = nn.ModuleList()
+        self.residual_out = nn.ModuleList()
+        self.image_up = nn.ModuleList()
+        for _ in range(self.levels):
+            layers: list[nn.Module] = []
+            for _ in range(depth):
+                layers += [_conv(channels, channels), nn.LeakyReLU(0.2)]
+            layers += [_conv(channels, 4 * channels), nn.PixelShuffle(2), nn.LeakyReLU(0.2)]
+            self.feature_levels.append(nn.Sequential(*layers))
+            self.residual_out.append(_conv(channels, cout))
+            # kernel 4, stride 2, padding 1: exactly doubles the size
+            self.image_up.append(nn.ConvTranspose2d(cout, cout, 4, stride=2, padding=1))
+
+    def features(self, coarse: torch.Tensor) -> torch.Tensor:
+        feat = F.leaky_relu(self.head(coarse), 0.2)
+        image = self.image_in(coarse)
+        for level, res_out, up in zip(
+            self.feature_levels, self.residual_out, self.image_up, strict=True
+        ):
+            feat = level(feat)
+            image = up(image) + res_out(feat)
+        return _resize(image, self.fine_size(coarse))
+
+
+class DenseUNet(SRModel):
+    """Dense U-Net: a U-Net of dense blocks on the coarse grid, then upsampling.
+
+    The encoder has ``levels`` dense blocks each followed by 2x average pooling (with
+    ceil mode, so odd sizes work); the decoder upsamples (bilinear, to the skip's exact size),
+    concatenates the skip connection, and applies a 1 x 1 fusion and a dense block.  The
+    coarse-grid features are then upsampled by ``factor`` and refined by a dense block on the
+    fine grid.
+
+    Parameters
+    ----------
+    factor, conserve, bounds, in_channels, out_channels
+        See :class:`SRModel`.
+    channels : int, default 32
+        Width between blocks.
+    growth : int, default 16
+        Growth rate of the dense blocks.
+    layers : int, default 3
+        Convolutions per dense block.
+    levels : int, default 2
+        Poolings in the encoder.
+
+    Notes
+    -----
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None = "additive",
+        bounds: Sequence[float | None] | None = None,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        channels: int = 32,
+        growth: int = 16,
+        layers: int = 3,
+        levels: int = 2,
+    ) -> None:
+        super().__init__(
+            factor=factor,
+            conserve=conserve,
+            bounds=bounds,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+
+        def block(cin: int) -> nn.Sequential:
+            dense = _DenseBlock(cin, growth, layers)
+            return nn.Sequential(dense, nn.Conv2d(dense.out_channels, channels, 1), nn.ReLU())
+
+        self.head = _conv(self.in_channels, channels)
+        self.down = nn.ModuleList(block(channels) for _ in range(levels))
+        self.bottom = block(channels)
+        self.up = nn.ModuleList(block(2 * channels) for _ in range(levels))
+        self.upsample = SubPixelUpsampler(channels, self.factor)
+        self.fine_block = block(channels)
+        self.tail = _conv(channels, self.out_channels)
+
+    def features(self, coarse: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.head(coarse))
+        skips = []
+        for blk in self.down:
+            x = blk(x)
+            skips.append(x)
+            x = F.avg_pool2d(x, 2, ceil_mode=True)
+        x = self.bottom(x)
+        for blk, skip in zip(self.up, reversed(skips), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = blk(torch.cat([x, skip], dim=1))
+        x = self.fine_block(self.upsample(x))
+        return self.tail(x)
+
+
+class _Projection(nn.Module):
+    """A DBPN up- (``up=True``) or down-projection unit.
+
+    Up: ``H0 = up(L); e = down(H0) - L; H = H0 + up(e)``; down: the same with the roles of
+    the operators swapped.  The scaling operators are (transposed) convolutions with kernel
+    ``factor + 4``, stride ``factor`` and padding 2, which scale sizes exactly by ``factor``.
+    """
+
+    def __init__(self, channels: int, factor: int, *, up: bool) -> None:
+        super().__init__()
+        k, s, p = factor + 4, factor, 2
+
+        def upop() -> nn.Sequential:
+            return nn.Sequential(
+                nn.ConvTranspose2d(channels, channels, k, stride=s, padding=p), nn.PReLU()
+            )
+
+        def downop() -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(channels, channels, k, stride=s, padding=p), nn.PReLU())
+
+        self.is_up = up
+        if up:
+            self.a, self.b, self.c = upop(), downop(), upop()
+        else:
+            self.a, self.b, self.c = downop(), upop(), downop()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y0 = self.a(x)
+        return y0 + self.c(self.b(y0) - x)
+
+
+class DBPN(SRModel):
+    """DBPN: deep back-projection with alternating up- and down-projection units.
+
+    ``stages`` up-projection units and ``stages - 1`` down-projection units alternate; the
+    fine-grid outputs of all up-projection units are concatenated and reconstructed by a
+    3 x 3 convolution.  Works for any integer factor directly.
+
+    Parameters
+    ----------
+    factor, conserve, bounds, in_channels, out_channels
+        See :class:`SRModel`.
+    channels : int, default 32
+        Feature width.
+    stages : int, default 2
+        Number of up-projection units.
+
+    Notes
+    -----
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None = "additive",
+        bounds: Sequence[float | None] | None = None,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        channels: int = 32,
+        stages: int = 2,
+    ) -> None:
+        super().__init__(
+            factor=factor,
+            conserve=conserve,
+            bounds=bounds,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+        if stages < 1:
+            raise OptionError(f"stages must be >= 1, got {stages}")
+        self.head = nn.Sequential(
+            _conv(self.in_channels, 4 * channels),
+            nn.PReLU(),
+            nn.Conv2d(4 * channels, channels, 1),
+            nn.PReLU(),
+        )
+        self.ups = nn.ModuleList(_Projection(channels, self.factor, up=True) for _ in range(stages))
+        self.downs = nn.ModuleList(
+            _Projection(channels, self.factor, up=False) for _ in range(stages - 1)
+        )
+        self.tail = _conv(stages * channels, self.out_channels)
+
+    def features(self, coarse: torch.Tensor) -> torch.Tensor:
+        low = self.head(coarse)
+        highs = []
+        for i, up in enumerate(self.ups):
+            high = up(low)
+            highs.append(high)
+            if i < len(self.downs):
+                low = self.downs[i](high)
+        return self.tail(torch.cat(highs, dim=1))
+
+
+class SRDenseNet(SRModel):
+    """SRDenseNet: dense blocks whose outputs are all concatenated, then upsampled.
+
+    Parameters
+    ----------
+    factor, conserve, bounds, in_channels, out_channels
+        See :class:`SRModel`.
+    blocks : int, default 4
+        Dense blocks.
+    layers : int, default 4
+        Convolutions per dense block.
+    growth : int, default 16
+        Growth rate (each block outputs ``layers * growth`` new channels).
+    bottleneck : int, default 64
+        Channels after the 1 x 1 bottleneck, upsampled and reconstructed.
+
+    Notes
+    -----
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None = "additive",
+        bounds: Sequence[float | None] | None = None,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        blocks: int = 4,
+        layers: int = 4,
+        growth: int = 16,
+        bottleneck: int = 64,
+    ) -> None:
+        super().__init__(
+            factor=factor,
+            conserve=conserve,
+            bounds=bounds,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+        width = layers * growth
+        self.head = _conv(self.in_channels, width)
+        self.blocks = nn.ModuleList(_DenseBlock(width, growth, layers) for _ in range(blocks))
+        self.fuse = nn.Conv2d(width * (blocks + 1), bottleneck, 1)
+        self.upsample = SubPixelUpsampler(bottleneck, self.factor)
+        self.tail = _conv(bottleneck, self.out_channels)
+
+    def features(self, coarse: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.head(coarse))
+        feats = [x]
+        for blk in self.blocks:
+            # keep only the new channels of each block (its input is the previous output)
+            x = blk(x)[:, -x.shape[1] :]
+            feats.append(x)
+        x = F.relu(self.fuse(torch.cat(feats, dim=1)))
+        return self.tail(F.relu(self.upsample(x)))
+
+
+class _ResBlock(nn.Module):
+    """conv-ReLU-conv with an identity skip and a residual scale (no batch normalisation)."""
+
+    def __init__(self, channels: int, scale: float) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.scale = (
+            _conv(channels, channels),
+            _conv(channels, channels),
+            scale,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.conv2(F.relu(self.conv1(x)))
+
+
+class EDSR(SRModel):
+    """EDSR: residual blocks without batch normalisation, a global skip and upsampling.
+
+    Parameters
+    ----------
+    factor, conserve, bounds, in_channels, out_channels
+        See :class:`SRModel`.
+    blocks : int, default 8
+        Residual blocks.
+    channels : int, default 32
+        Feature width.
+    res_scale : float, default 1.0
+        Multiplies each block's residual (0.1 stabilises wide networks).
+
+    Notes
+    -----
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None = "additive",
+        bounds: Sequence[float | None] | None = None,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        blocks: int = 8,
+        channels: int = 32,
+        res_scale: float = 1.0,
+    ) -> None:
+        super().__init__(
+            factor=factor,
+            conserve=conserve,
+            bounds=bounds,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+        self.head = _conv(self.in_channels, channels)
+        self.body = nn.Sequential(
+            *(_ResBlock(channels, res_scale) for _ in range(blocks)), _conv(channels, channels)
+        )
+        self.upsample = SubPixelUpsampler(channels, self.factor)
+        self.tail = _conv(channels, self.out_channels)
+
+    def features(self, coarse: torch.Tensor) -> torch.Tensor:
+        x = self.head(coarse)
+        x = x + self.body(x)
+        return self.tail(self.upsample(x))
+
+
+class _RDB(nn.Module):
+    """Residual dense block: dense layers, 1 x 1 local feature fusion, local residual."""
+
+    def __init__(self, channels: int, growth: int, layers: int) -> None:
+        super().__init__()
+        self.dense = _DenseBlock(channels, growth, layers)
+        self.fuse = nn.Conv2d(self.dense.out_channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fuse(self.dense(x))
+
+
+class RDN(SRModel):
+    """RDN: residual dense blocks with global feature fusion and global residual learning.
+
+    Parameters
+    ----------
+    factor, conserve, bounds, in_channels, out_channels
+        See :class:`SRModel`.
+    blocks : int, default 4
+        Residual dense blocks (D).
+    layers : int, default 4
+        Convolutions per block (C).
+    growth : int, default 16
+        Growth rate (G).
+    channels : int, default 32
+        Feature width (G0).
+
+    Notes
+    -----
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None = "additive",
+        bounds: Sequence[float | None] | None = None,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        blocks: int = 4,
+        layers: int = 4,
+        growth: int = 16,
+        channels: int = 32,
+    ) -> None:
+        super().__init__(
+            factor=factor,
+            conserve=conserve,
+            bounds=bounds,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+        self.sfe1 = _conv(self.in_channels, channels)
+        self.sfe2 = _conv(channels, channels)
+        self.rdbs = nn.ModuleList(_RDB(channels, growth, layers) for _ in range(blocks))
+        self.gff = nn.Sequential(
+            nn.Conv2d(blocks * channels, channels, 1), _conv(channels, channels)
+        )
+        self.upsample = SubPixelUpsampler(channels, self.factor)
+        self.tail = _conv(channels, self.out_channels)
+
+    def features(self, coarse: torch.Tensor) -> torch.Tensor:
+        f_1 = self.sfe1(coarse)
+        x = self.sfe2(f_1)
+        outs = []
+        for rdb in self.rdbs:
+            x = rdb(x)
+            outs.append(x)
+        x = self.gff(torch.cat(outs, dim=1)) + f_1
+        return self.tail(self.upsample(x))
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+SR_MODELS: dict[str, type[SRModel]] = {
+    "srcnn": SRCNN,
+    "lapsrn": LapSRN,
+    "dense-unet": DenseUNet,
+    "dbpn": DBPN,
+    "srdensenet": SRDenseNet,
+    "edsr": EDSR,
+    "rdn": RDN,
+}
+
+
+def build_sr_model(
+    name: SRModelName | str,
+    *,
+    factor: int,
+    conserve: ConserveMode | None = "additive",
+    **kwargs: Any,
+) -> SRModel:
+    """Build a super-resolution network by name.
+
+    Parameters
+    ----------
+    name : {"srcnn", "lapsrn", "dense-unet", "dbpn", "srdensenet", "edsr", "rdn"}
+    factor : int
+        Refinement factor (>= 2).
+    conserve : {"additive", "multiplicative", "bounded", None}, default "additive"
+        Enforcement layer at the end of the network.
+    **kwargs
+        Keyword options of the model class (``bounds``, ``in_channels``, widths...).
+
+    Returns
+    -------
+    SRModel
+        Maps ``(N, C, ny, nx)`` to ``(N, C, ny*factor, nx*factor)``.
+
+    Raises
+    ------
+    MethodError
+        For an unknown name, with the nearest match and the available names.
+    """
+    key = str(name).lower()
+    if key not in SR_MODELS:
+        available = list(SR_MODELS)
+        close = difflib.get_close_matches(key, available, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise MethodError(f"unknown SR model {name!r}; {hint}available: {available}")
+    return SR_MODELS[key](factor=factor, conserve=conserve, **kwargs)
