@@ -1,0 +1,134 @@
+"""Tests of supervised training (xsr.train)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xsr
+from xsr.api import _describe, _fine_weights_geometry_same_grid
+from xsr.conserve import conservation_error
+from xsr.exceptions import OptionError
+from xsr.train import TrainedModel, train
+
+SMALL = {"blocks": 2, "channels": 8}
+
+
+def _hr() -> xr.DataArray:
+    return xsr.testing.projected_dataset(32, 32, nt=4)["ssh"]
+
+
+def _train(hr: xr.DataArray, **kw: Any) -> TrainedModel:
+    opts: dict[str, Any] = {
+        "factor": 4,
+        "crop": 16,
+        "batch_size": 4,
+        "epochs": 3,
+        "steps_per_epoch": 5,
+        "lr": 3e-3,
+        "progress": False,
+        "device": "cpu",
+        "model_options": SMALL,
+    }
+    opts.update(kw)
+    return train(hr, **opts)
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    return _train(_hr())
+
+
+def test_validation_loss_decreases(trained: TrainedModel) -> None:
+    val = trained.history["val"]
+    assert len(val) == 3
+    assert all(v is not None for v in val)
+    assert val[-1] < val[0]  # type: ignore[operator]
+    assert len(trained.history["train"]) == 3
+
+
+def test_metadata(trained: TrainedModel) -> None:
+    assert trained.name == "edsr"
+    assert trained.factor == 4
+    assert trained.conserve == "additive"
+    assert trained.var == "ssh"
+    assert trained.units == "m"
+    assert trained.std > 0
+    assert trained.version == xsr.__version__
+    assert trained.options == SMALL
+
+
+def test_predictions_conserve(trained: TrainedModel) -> None:
+    coarse = xsr.coarsen(_hr(), factor=4)
+    pred = trained.predict(coarse)
+    assert pred.shape == (4, 32, 32)
+    assert pred.dtype == np.float64
+    assert conservation_error(pred, coarse.values, 4) < 1e-12
+    # plain arrays work too
+    pred_np = trained.predict(coarse.values)
+    np.testing.assert_array_equal(pred, pred_np)
+
+
+def test_save_load_round_trip(trained: TrainedModel, tmp_path: Path) -> None:
+    path = trained.save(tmp_path / "model.pt")
+    raw = torch.load(path, weights_only=True)  # only safe types
+    assert raw["metadata"]["factor"] == 4
+    loaded = TrainedModel.load(path, device="cpu")
+    assert loaded.metadata() == trained.metadata()
+    coarse = xsr.coarsen(_hr(), factor=4)
+    np.testing.assert_array_equal(loaded.predict(coarse), trained.predict(coarse))
+
+
+def test_check_factor_mismatch(trained: TrainedModel) -> None:
+    coarse = xsr.coarsen(_hr(), factor=4)
+    trained.check(coarse, factor=4)
+    with pytest.raises(OptionError, match=r"factor=2 does not match the trained model's factor"):
+        trained.check(coarse, factor=2)
+
+
+def test_check_units_mismatch(trained: TrainedModel) -> None:
+    coarse = xsr.coarsen(_hr(), factor=4)
+    coarse.attrs["units"] = "cm"
+    with pytest.raises(OptionError, match=r"units mismatch: the data has units='cm'"):
+        trained.check(coarse)
+    with pytest.raises(OptionError, match="units mismatch"):
+        trained.predict(coarse)
+
+
+def test_determinism() -> None:
+    hr = _hr()
+    a = _train(hr, epochs=1, steps_per_epoch=3)
+    b = _train(hr, epochs=1, steps_per_epoch=3)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert a.history == b.history
+
+
+def test_land_nan_and_area_weights(tmp_path: Path) -> None:
+    sst = xsr.testing.lonlat_dataset(24, 32, nt=4)
+    ckpt = tmp_path / "best.pt"
+    tm = _train(sst, var="sst", epochs=2, steps_per_epoch=3, checkpoint=ckpt)
+    assert ckpt.exists()
+    assert all(np.isfinite(v) for v in tm.history["train"])  # type: ignore[arg-type]
+    hr = sst["sst"]
+    coarse = xsr.coarsen(hr, factor=4)
+    valid = np.isfinite(hr.values)
+    w = _fine_weights_geometry_same_grid(_describe(hr, "lat", "lon"))
+    pred = tm.predict(coarse, mask=valid)
+    assert np.array_equal(np.isnan(pred), ~valid)
+    assert conservation_error(pred, coarse.values, 4, weights=w, mask=valid) < 1e-12
+
+
+def test_option_errors() -> None:
+    hr = _hr()
+    with pytest.raises(OptionError, match="multiple of factor"):
+        _train(hr, crop=18)
+    with pytest.raises(OptionError, match="var="):
+        _train(xsr.testing.lonlat_dataset(24, 32, nt=2))

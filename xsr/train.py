@@ -1,0 +1,706 @@
+"""Supervised training of the conservative super-resolution networks on xarray fields.
+
+:func:`train` makes (coarse, fine) pairs from high-resolution fields with the same
+area-weighted, NaN-aware block mean as :func:`xsr.coarsen`, trains one of the networks of
+:mod:`xsr.nn.sr` on random crops aligned to coarse cells, and returns a :class:`TrainedModel`
+holding the network, its normalisation and the metadata needed to apply it safely
+(:meth:`TrainedModel.check`, :meth:`TrainedModel.predict`) or to store it
+(:meth:`TrainedModel.save`, :meth:`TrainedModel.load`).
+
+>>> import xsr
+>>> from xsr.train import train
+>>> hr = xsr.testing.projected_dataset(32, 32, nt=4)["ssh"]
+>>> tm = train(hr, factor=4, crop=16, epochs=1, steps_per_epoch=2, progress=False,
+...            model_options={"blocks": 1, "channels": 4})
+>>> fine = tm.predict(xsr.coarsen(hr, factor=4))
+>>> fine.shape
+(4, 32, 32)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from .exceptions import InputValueError, OptionError, ShapeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .conserve import ConserveMode
+    from .nn.sr import SRModel, SRModelName
+
+__all__ = ["TrainedModel", "train"]
+
+_FORMAT = "xsr.train.TrainedModel"
+_FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _norm_bounds(
+    bounds: tuple[float | None, float | None] | None, mean: float, std: float
+) -> tuple[float | None, float | None] | None:
+    """Bounds in the normalised space of the network."""
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    return (
+        None if lo is None else (lo - mean) / std,
+        None if hi is None else (hi - mean) / std,
+    )
+
+
+def _build(
+    name: str,
+    factor: int,
+    conserve: ConserveMode | None,
+    bounds: tuple[float | None, float | None] | None,
+    mean: float,
+    std: float,
+    options: Mapping[str, Any],
+) -> SRModel:
+    from .nn.sr import build_sr_model
+
+    kw = dict(options)
+    if conserve == "bounded":
+        kw["bounds"] = _norm_bounds(bounds, mean, std)
+    return build_sr_model(name, factor=factor, conserve=conserve, **kw)
+
+
+def _fine_weights(obj: xr.DataArray, ydim: str, xdim: str, factor: int | None) -> np.ndarray | None:
+    """Cell areas ``(ny, nx)`` of ``obj``'s grid (``factor=None``) or of its refinement by
+    ``factor`` (``(ny*factor, nx*factor)``), scaled to mean 1; ``None`` for uniform areas."""
+    from .api import _describe, _fine_weights_geometry, _fine_weights_geometry_same_grid
+
+    g = _describe(obj, ydim, xdim)
+    w: np.ndarray | None
+    if factor is None:
+        w = _fine_weights_geometry_same_grid(g)
+        if g.area_name is not None:
+            w = np.asarray(obj[g.area_name].transpose(ydim, xdim).values, np.float64)
+    else:
+        w = _fine_weights_geometry(g, factor)
+    if w is None:
+        return None
+    w = np.asarray(w, np.float64)
+    m = float(np.mean(w))
+    return w / m if m > 0 else w
+
+
+def _select_var(hr: xr.DataArray | xr.Dataset, var: Hashable | None) -> xr.DataArray:
+    if isinstance(hr, xr.DataArray):
+        return hr
+    if not isinstance(hr, xr.Dataset):
+        raise TypeError(f"expected an xarray DataArray or Dataset, got {type(hr).__name__}")
+    if var is None:
+        names = [str(k) for k, v in hr.data_vars.items() if v.ndim >= 2 and v.dtype.kind == "f"]
+        if len(names) != 1:
+            raise OptionError(
+                f"var=None but the Dataset has {len(names)} floating-point field variables "
+                f"({names}); pass var= naming the variable to train on"
+            )
+        var = names[0]
+    if var not in hr.data_vars:
+        raise OptionError(
+            f"var={var!r} is not a data variable; available: {[str(k) for k in hr.data_vars]}"
+        )
+    return hr[var]
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------
+# the trained model
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainedModel:
+    """A trained super-resolution network with the metadata needed to apply it.
+
+    Attributes
+    ----------
+    model : SRModel
+        The network (its last layer is the enforcement layer, in normalised units).
+    name : str
+        Registry name of the network (:data:`xsr.nn.sr.SR_MODELS`).
+    options : dict
+        Keyword options the network was built with (widths, depths...).
+    factor : int
+        Refinement factor.
+    conserve : {"additive", "multiplicative", "bounded", None}
+        Enforcement operator.
+    bounds : (lower, upper) or None
+        Physical bounds for ``conserve="bounded"``.
+    var : str or None
+        Name of the variable trained on.
+    units : str or None
+        Its ``units`` attribute.
+    mean, std : float
+        Normalisation: the network sees ``(x - mean) / std``.
+    version : str
+        xsr version that trained the model.
+    history : dict
+        ``{"train": [...], "val": [...]}``: mean loss per epoch (``val`` holds ``None``
+        when no field was held out).
+    """
+
+    model: SRModel
+    name: str
+    options: dict[str, Any]
+    factor: int
+    conserve: ConserveMode | None
+    bounds: tuple[float | None, float | None] | None
+    var: str | None
+    units: str | None
+    mean: float
+    std: float
+    version: str
+    history: dict[str, list[float | None]] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------------- persistence
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the weights, as plain Python types."""
+        return {
+            "name": self.name,
+            "options": dict(self.options),
+            "factor": int(self.factor),
+            "conserve": self.conserve,
+            "bounds": None if self.bounds is None else list(self.bounds),
+            "var": self.var,
+            "units": self.units,
+            "mean": float(self.mean),
+            "std": float(self.std),
+            "version": self.version,
+            "history": {k: list(v) for k, v in self.history.items()},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the weights and metadata with :func:`torch.save`.
+
+        The file holds only types that ``torch.load(path, weights_only=True)`` accepts.
+
+        Parameters
+        ----------
+        path : str or Path
+
+        Returns
+        -------
+        Path
+        """
+        import torch
+
+        path = Path(path)
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        torch.save(
+            {
+                "format": _FORMAT,
+                "format_version": _FORMAT_VERSION,
+                "state_dict": state,
+                "metadata": self.metadata(),
+            },
+            path,
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> TrainedModel:
+        """Read a model written by :meth:`save` (with ``weights_only=True``).
+
+        Parameters
+        ----------
+        path : str or Path
+        device : str, optional
+            Where to put the network (``None``: the global ``device`` option).
+        """
+        import torch
+
+        from .options import resolve_device
+
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
+            raise OptionError(
+                f"{path} is not a model saved by xsr.train.TrainedModel.save; expected a dict "
+                f"with format={_FORMAT!r}"
+            )
+        meta = obj["metadata"]
+        bounds = None if meta["bounds"] is None else tuple(meta["bounds"])
+        model = _build(
+            meta["name"],
+            meta["factor"],
+            meta["conserve"],
+            bounds,
+            meta["mean"],
+            meta["std"],
+            meta["options"],
+        )
+        model.load_state_dict(obj["state_dict"])
+        model.to(resolve_device(device)).eval()
+        return cls(
+            model=model,
+            name=meta["name"],
+            options=dict(meta["options"]),
+            factor=int(meta["factor"]),
+            conserve=meta["conserve"],
+            bounds=bounds,
+            var=meta["var"],
+            units=meta["units"],
+            mean=float(meta["mean"]),
+            std=float(meta["std"]),
+            version=str(meta["version"]),
+            history={k: list(v) for k, v in meta["history"].items()},
+        )
+
+    # ---------------------------------------------------------------------- application
+    def check(self, da: xr.DataArray | xr.Dataset, *, factor: int | None = None) -> None:
+        """Check that the model fits the data it is about to be applied to.
+
+        Parameters
+        ----------
+        da : DataArray or Dataset
+            Coarse data; for a Dataset the trained variable is looked up by name.
+        factor : int, optional
+            Refinement factor asked for; must equal the model's.
+
+        Raises
+        ------
+        OptionError
+            On a factor mismatch, or when the data's ``units`` differ from the units of
+            the training data.
+        """
+        if factor is not None and factor != self.factor:
+            raise OptionError(
+                f"factor={factor!r} does not match the trained model's factor: allowed is "
+                f"{self.factor} (the factor it was trained for); pass factor={self.factor} or "
+                f"train a model for factor {factor}"
+            )
+        if isinstance(da, xr.Dataset):
+            if self.var is None or self.var not in da.data_vars:
+                raise OptionError(
+                    f"the model was trained on variable {self.var!r}, which is not in the "
+                    f"Dataset ({[str(k) for k in da.data_vars]}); pass the DataArray instead"
+                )
+            da = da[self.var]
+        units = da.attrs.get("units")
+        if units is not None and self.units is not None and str(units) != self.units:
+            raise OptionError(
+                f"units mismatch: the data has units={str(units)!r} but the model was trained "
+                f"on units={self.units!r} (allowed: {self.units!r}); convert the data to "
+                f"{self.units!r} first or train a model on data in {str(units)!r}"
+            )
+
+    def predict(
+        self,
+        coarse: xr.DataArray | np.ndarray | Any,
+        *,
+        weights: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        dims: tuple[Hashable, Hashable] | None = None,
+        batch_size: int = 8,
+    ) -> np.ndarray:
+        """Super-resolve coarse fields.
+
+        The coarse fields are normalised, run through the network, de-normalised, and the
+        enforcement operator is applied once more in float64 against the original coarse
+        fields, so that conservation holds to float64 round-off.
+
+        Parameters
+        ----------
+        coarse : DataArray or array, shape ``(..., ny, nx)``
+            Coarse fields; NaN marks missing cells (NaN blocks in the output).  A DataArray is
+            checked with :meth:`check`, and its fine cell areas are computed from its
+            coordinates when ``weights`` is not given.
+        weights : array, optional
+            Fine cell weights (areas), shape ``(ny*factor, nx*factor)``; default: from the
+            DataArray's grid, or uniform.
+        mask : array of bool, optional
+            Valid fine cells, broadcastable to ``(..., ny*factor, nx*factor)`` (for example
+            the land-sea mask of the fine grid): masked cells are NaN and do not count in
+            the block means.
+        dims : (y, x), optional
+            Horizontal dimensions of a DataArray (found with cf-xarray when omitted).
+        batch_size : int, default 8
+            Fields per network call.
+
+        Returns
+        -------
+        ndarray of float64, shape ``(..., ny*factor, nx*factor)``
+        """
+        import torch
+
+        from .api import spatial_dims
+        from .conserve import enforce
+
+        f = self.factor
+        if isinstance(coarse, xr.Dataset):
+            self.check(coarse)
+            coarse = coarse[self.var]
+        if isinstance(coarse, xr.DataArray):
+            self.check(coarse)
+            ydim, xdim = spatial_dims(coarse, dims)
+            lead = [d for d in coarse.dims if d not in (ydim, xdim)]
+            coarse = coarse.transpose(*lead, ydim, xdim)
+            if weights is None:
+                weights = _fine_weights(coarse, ydim, xdim, f)
+            x = np.asarray(coarse.values, np.float64)
+        else:
+            x = np.asarray(coarse, np.float64)
+        if x.ndim < 2:
+            raise ShapeError(f"coarse must have at least 2 dimensions (y, x), got {x.shape}")
+        ny, nx = x.shape[-2:]
+        fine_shape = (*x.shape[:-2], ny * f, nx * f)
+        flat = x.reshape(-1, ny, nx)
+        xn = np.nan_to_num((flat - self.mean) / self.std, nan=0.0)
+        param = next(self.model.parameters())
+        dev, dt = param.device, param.dtype
+        w_t = None if weights is None else torch.as_tensor(weights, dtype=dt, device=dev)
+        m_t = None
+        m: np.ndarray | None = None
+        if mask is not None:
+            m = np.broadcast_to(np.asarray(mask, bool), fine_shape).reshape(-1, ny * f, nx * f)
+            m = np.array(m, dtype=bool, copy=True)
+        outs = []
+        self.model.eval()
+        with torch.no_grad():
+            for i in range(0, flat.shape[0], max(1, int(batch_size))):
+                xb = torch.as_tensor(xn[i : i + batch_size, None], dtype=dt, device=dev)
+                if m is not None:
+                    m_t = torch.as_tensor(m[i : i + batch_size, None], device=dev)
+                if self.model.enforce is None:
+                    yb = self.model(xb)
+                else:
+                    yb = self.model(xb, weights=w_t, mask=m_t)
+                outs.append(yb[:, 0].double().cpu().numpy())
+        y = np.concatenate(outs, axis=0) * self.std + self.mean
+        if self.conserve is not None:
+            y = enforce(
+                y,
+                flat,
+                f,
+                self.conserve,
+                weights=weights,
+                mask=m,
+                bounds=self.bounds,
+                validate=False,
+            )
+        elif m is not None:
+            y = np.where(m, y, np.nan)
+        return np.asarray(y, np.float64).reshape(fine_shape)
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+def _masked_mse(
+    out: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Sum of squared errors over ``valid`` cells (NaN-safe for the gradient) and their
+    count."""
+    import torch
+
+    diff = torch.where(valid, out - target, torch.zeros((), dtype=out.dtype, device=out.device))
+    return (diff * diff).sum(), int(valid.sum())
+
+
+def train(
+    hr: xr.DataArray | xr.Dataset,
+    *,
+    model: SRModelName | str = "edsr",
+    factor: int,
+    var: Hashable | None = None,
+    dims: tuple[Hashable, Hashable] | None = None,
+    conserve: ConserveMode | None = "additive",
+    bounds: Sequence[float | None] | None = None,
+    crop: int = 64,
+    batch_size: int = 8,
+    epochs: int = 20,
+    steps_per_epoch: int = 50,
+    lr: float = 1e-3,
+    val_fraction: float = 0.2,
+    patience: int = 5,
+    seed: int = 0,
+    device: str | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    model_options: Mapping[str, Any] | None = None,
+) -> TrainedModel:
+    """Train a conservative super-resolution network on high-resolution fields.
+
+    Training pairs are made by coarsening ``hr`` once with :func:`xsr.coarsen` (the
+    area-weighted, NaN-aware block mean that the enforcement layer conserves), then drawing
+    random crops aligned to coarse cells from the fields along the leading dimensions.
+
+    Parameters
+    ----------
+    hr : DataArray or Dataset
+        High-resolution fields with dims ``(..., y, x)``; the horizontal sizes are trimmed
+        to multiples of ``factor``.
+    model : {"srcnn", "lapsrn", "dense-unet", "dbpn", "srdensenet", "edsr", "rdn"}
+        Network (:func:`xsr.nn.sr.build_sr_model`).
+    factor : int
+        Refinement factor (>= 2).
+    var : hashable, optional
+        Variable of a Dataset (needed when it has more than one field variable).
+    dims : (y, x), optional
+        Horizontal dimensions (found with cf-xarray when omitted).
+    conserve : {"additive", "multiplicative", "bounded", None}, default "additive"
+        Enforcement layer.  With ``"multiplicative"`` the fields are only scaled (mean 0),
+        so that they stay non-negative.
+    bounds : (lower, upper), optional
+        Physical bounds for ``conserve="bounded"``.
+    crop : int, default 64
+        Side of the training crops in fine cells, a multiple of ``factor`` (clipped to the
+        domain).
+    batch_size : int, default 8
+        Crops per optimisation step.
+    epochs : int, default 20
+        Maximum number of epochs.
+    steps_per_epoch : int, default 50
+        Optimisation steps per epoch.
+    lr : float, default 1e-3
+        Adam learning rate.
+    val_fraction : float, default 0.2
+        Fraction of the first leading dimension (time) held out, at its end, for validation
+        (at least one index when it has >= 2).
+    patience : int, default 5
+        Epochs without improvement of the validation loss before stopping.
+    seed : int, default 0
+        Seeds the initial weights and the crops (training is deterministic on CPU).
+    device : str, optional
+        Torch device (``None``: the global ``device`` option).
+    checkpoint : str or Path, optional
+        Where to :meth:`TrainedModel.save` the model at each new best epoch.
+    progress : bool, default True
+        Show a tqdm progress bar.
+    model_options : mapping, optional
+        Extra keyword options of the network (widths, depths...).
+
+    Returns
+    -------
+    TrainedModel
+        With the best (lowest validation loss) weights restored.
+
+    Raises
+    ------
+    OptionError
+        For invalid options, or when no crop without missing coarse cells exists.
+    """
+    import torch
+
+    from . import __version__
+    from .api import coarsen, spatial_dims
+    from .conserve import check_options
+    from .options import resolve_device
+
+    f, mode, b = check_options(factor, conserve, bounds)
+    bnds: tuple[float | None, float | None] | None = None
+    if mode == "bounded" and b is not None:
+        bnds = (b[0], b[1])
+    crop = _positive_int("crop", crop, 1)
+    if crop % f:
+        raise OptionError(
+            f"crop={crop} must be a multiple of factor={f} (crops are aligned to coarse cells); "
+            f"use crop={max(f, crop - crop % f)}"
+        )
+    batch_size = _positive_int("batch_size", batch_size)
+    epochs = _positive_int("epochs", epochs)
+    steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
+    patience = _positive_int("patience", patience)
+    if not (isinstance(val_fraction, int | float) and 0.0 <= val_fraction < 1.0):
+        raise OptionError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not (isinstance(lr, int | float) and lr > 0):
+        raise OptionError(f"lr must be a positive number, got {lr!r}")
+    options = dict(model_options or {})
+    for key in ("factor", "conserve", "bounds"):
+        if key in options:
+            raise OptionError(f"model_options may not set {key!r}; pass {key}= to train()")
+    dev = resolve_device(device)
+
+    # ------------------------------------------------------------------ data
+    da = _select_var(hr, var)
+    if da.dtype.kind != "f":
+        da = da.astype(np.float64)
+    ydim, xdim = spatial_dims(da, dims)
+    ny, nx = int(da.sizes[ydim]) // f * f, int(da.sizes[xdim]) // f * f
+    if ny == 0 or nx == 0:
+        raise ShapeError(
+            f"the grid ({da.sizes[ydim]} x {da.sizes[xdim]}) is smaller than factor {f}"
+        )
+    da = da.isel({ydim: slice(0, ny), xdim: slice(0, nx)})
+    lead = [d for d in da.dims if d not in (ydim, xdim)]
+    da = da.transpose(*lead, ydim, xdim)
+    coarse_da = coarsen(da, factor=f, dims=(ydim, xdim))
+    w_fine = _fine_weights(da, ydim, xdim, None)
+    fine = np.asarray(da.values, np.float64)
+    coarse = np.asarray(coarse_da.values, np.float64)
+    n_lead0 = int(da.sizes[lead[0]]) if lead else 1
+    n_val = 0
+    if n_lead0 >= 2:
+        n_val = min(n_lead0 - 1, max(1, round(val_fraction * n_lead0)))
+    n_train = n_lead0 - n_val
+    fine = fine.reshape(n_lead0, -1, ny, nx)
+    coarse = coarse.reshape(n_lead0, -1, ny // f, nx // f)
+    ftr, ctr = fine[:n_train].reshape(-1, ny, nx), coarse[:n_train].reshape(-1, ny // f, nx // f)
+    fva, cva = fine[n_train:].reshape(-1, ny, nx), coarse[n_train:].reshape(-1, ny // f, nx // f)
+
+    valid_tr = np.isfinite(ftr)
+    if not valid_tr.any():
+        raise InputValueError("the training fields have no finite value")
+    if mode == "multiplicative":
+        if float(np.nanmin(ftr)) < 0:
+            raise InputValueError(
+                "conserve='multiplicative' needs non-negative fields; got negative values"
+            )
+        mean = 0.0
+        std = float(np.sqrt(np.mean(ftr[valid_tr] ** 2)))
+    else:
+        mean = float(np.mean(ftr[valid_tr]))
+        std = float(np.std(ftr[valid_tr]))
+    if not (std > 0 and math.isfinite(std)):
+        std = 1.0
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        return ((a - mean) / std).astype(np.float32)
+
+    ftr_n, ctr_n = norm(ftr), norm(ctr)
+    fva_n, cva_n = norm(fva), norm(cva)
+
+    # crop positions (in coarse cells) whose coarse window has no missing cell
+    cy, cx = min(crop, ny) // f, min(crop, nx) // f
+    bad = ~np.isfinite(ctr)
+    integ = np.zeros((bad.shape[0], bad.shape[1] + 1, bad.shape[2] + 1), np.int64)
+    integ[:, 1:, 1:] = bad.cumsum(1).cumsum(2)
+    nbad = integ[:, cy:, cx:] - integ[:, :-cy, cx:] - integ[:, cy:, :-cx] + integ[:, :-cy, :-cx]
+    ok = nbad == 0
+    if not ok.any():
+        raise OptionError(
+            f"no {cy * f} x {cx * f} crop of the training fields is free of missing coarse "
+            "cells; lower crop="
+        )
+    ok_flat = np.flatnonzero(ok.ravel())
+    npy, npx = ok.shape[1], ok.shape[2]
+
+    rng = np.random.default_rng(seed)
+    has_nan = not bool(valid_tr.all())
+    w_full = None if w_fine is None else w_fine.astype(np.float32)
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        picks = ok_flat[rng.integers(0, ok_flat.size, size=batch_size)]
+        k, rem = np.divmod(picks, npy * npx)
+        i, j = np.divmod(rem, npx)
+        cs = np.stack([ctr_n[a, p : p + cy, q : q + cx] for a, p, q in zip(k, i, j)])
+        fs = np.stack(
+            [ftr_n[a, p * f : (p + cy) * f, q * f : (q + cx) * f] for a, p, q in zip(k, i, j)]
+        )
+        ws = None
+        if w_full is not None:
+            ws = np.stack(
+                [w_full[p * f : (p + cy) * f, q * f : (q + cx) * f] for p, q in zip(i, j)]
+            )
+        c_t = torch.from_numpy(cs[:, None]).to(dev)
+        f_t = torch.from_numpy(fs[:, None]).to(dev)
+        w_t = None if ws is None else torch.from_numpy(ws[:, None]).to(dev)
+        return c_t, f_t, w_t, torch.isfinite(f_t)
+
+    # ------------------------------------------------------------------ network
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _build(model, f, mode, bnds, mean, std, options)
+    net.to(dev)
+    tm = TrainedModel(
+        model=net,
+        name=str(model).lower(),
+        options=options,
+        factor=f,
+        conserve=mode,
+        bounds=bnds,
+        var=None if da.name is None else str(da.name),
+        units=None if da.attrs.get("units") is None else str(da.attrs["units"]),
+        mean=mean,
+        std=std,
+        version=__version__,
+        history={"train": [], "val": []},
+    )
+
+    def run(c: torch.Tensor, w: torch.Tensor | None, m: torch.Tensor | None) -> torch.Tensor:
+        if mode is None:
+            return net(c)
+        return net(c, weights=w, mask=m)
+
+    w_val = None if w_full is None else torch.from_numpy(w_full).to(dev)
+
+    def val_loss() -> float | None:
+        if fva_n.shape[0] == 0:
+            return None
+        net.eval()
+        tot, cnt = 0.0, 0
+        with torch.no_grad():
+            for a in range(fva_n.shape[0]):
+                c = torch.from_numpy(np.nan_to_num(cva_n[a])[None, None]).to(dev)
+                t = torch.from_numpy(fva_n[a][None, None]).to(dev)
+                cvalid = torch.from_numpy(np.isfinite(cva_n[a])).to(dev)
+                valid = torch.isfinite(t) & cvalid.repeat_interleave(f, 0).repeat_interleave(f, 1)
+                out = run(c, w_val, valid if mode is not None else None)
+                s, n = _masked_mse(out, torch.nan_to_num(t), valid)
+                tot += float(s)
+                cnt += n
+        net.train()
+        return tot / cnt if cnt else None
+
+    opt = torch.optim.Adam(net.parameters(), lr=float(lr))
+    best = math.inf
+    best_state = copy.deepcopy(net.state_dict())
+    bad_epochs = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs * steps_per_epoch, desc=f"train {tm.name} x{f}")
+    try:
+        for _epoch in range(epochs):
+            net.train()
+            tot, cnt = 0.0, 0
+            for _ in range(steps_per_epoch):
+                c_t, f_t, w_t, valid = batch()
+                out = run(c_t, w_t, valid if (has_nan and mode is not None) else None)
+                s, n = _masked_mse(out, torch.nan_to_num(f_t), valid)
+                loss = s / max(n, 1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot += float(s.detach())
+                cnt += n
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            tr = tot / max(cnt, 1)
+            va = val_loss()
+            tm.history["train"].append(tr)
+            tm.history["val"].append(va)
+            score = tr if va is None else va
+            if score < best:
+                best, bad_epochs = score, 0
+                best_state = copy.deepcopy(net.state_dict())
+                if checkpoint is not None:
+                    tm.save(checkpoint)
+            else:
+                bad_epochs += 1
+                if bad_epochs >= patience:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    net.load_state_dict(best_state)
+    net.eval()
+    return tm
