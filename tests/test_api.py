@@ -415,3 +415,24 @@ def test_coarsen_pad_on_curvilinear_warns_about_coordinates():
     assert out["t"].shape == (3, 4)
     trimmed = ds.sr.coarsen(factor=4, boundary="trim")
     assert trimmed["lat"].shape == (2, 4)
+
+
+def test_cell_areas_are_the_weights_of_coarsen_and_downscale():
+    ds = lonlat_dataset(land=False)
+    own = xsr.cell_areas(ds)
+    fine = xsr.cell_areas(ds, factor=3)
+    assert own.shape == (ds.sizes["lat"], ds.sizes["lon"])
+    assert fine.shape == (ds.sizes["lat"] * 3, ds.sizes["lon"] * 3)
+    # refined areas tile the coarse cells exactly
+    np.testing.assert_allclose(fine.reshape(12, 3, 24, 3).sum(axis=(1, 3)), own, rtol=1e-12)
+    # and they are the weights coarsen averages with
+    back = ds.sr.downscale(factor=3).sr.coarsen(factor=3)
+    np.testing.assert_allclose(back["sst"].values, ds["sst"].values, rtol=1e-12)
+    # a CF area variable wins over the geometry
+    ds["areacello"] = (("lat", "lon"), np.full(own.shape, 2.0))
+    ds["sst"].attrs["cell_measures"] = "area: areacello"
+    np.testing.assert_array_equal(xsr.cell_areas(ds), 2.0)
+    np.testing.assert_allclose(xsr.cell_areas(ds, factor=2).reshape(12, 2, 24, 2).sum((1, 3)), 2.0)
+    # no coordinates: uniform weights
+    da = xr.DataArray(np.ones((4, 4)), dims=("y", "x"))
+    assert xsr.cell_areas(da) is None

@@ -11,7 +11,7 @@ import torch
 import xarray as xr
 
 import xsr
-from xsr.api import _describe, _fine_weights_geometry_same_grid
+from xsr.api import cell_areas
 from xsr.conserve import conservation_error
 from xsr.exceptions import OptionError
 from xsr.train import TrainedModel, train
@@ -120,7 +120,7 @@ def test_land_nan_and_area_weights(tmp_path: Path) -> None:
     hr = sst["sst"]
     coarse = xsr.coarsen(hr, factor=4)
     valid = np.isfinite(hr.values)
-    w = _fine_weights_geometry_same_grid(_describe(hr, "lat", "lon"))
+    w = cell_areas(hr)
     pred = tm.predict(coarse, mask=valid)
     assert np.array_equal(np.isnan(pred), ~valid)
     assert conservation_error(pred, coarse.values, 4, weights=w, mask=valid) < 1e-12

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import accessor as _accessor  # noqa: F401  (registers .sr)
 from . import exceptions
-from .api import coarsen, downscale, spatial_dims
+from .api import cell_areas, coarsen, downscale, spatial_dims
 from .exceptions import XsrError
 from .methods.base import Method
 from .methods.registry import get_method, list_methods, register_method
@@ -32,6 +32,7 @@ __all__ = [
     "Method",
     "XsrError",
     "__version__",
+    "cell_areas",
     "coarsen",
     "datasets",
     "downscale",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .conserve import ConserveMode
     from .methods.base import Method
 
-__all__ = ["coarsen", "downscale", "spatial_dims"]
+__all__ = ["cell_areas", "coarsen", "downscale", "spatial_dims"]
 
 XrObj = xr.Dataset | xr.DataArray
 Boundary = Literal["exact", "trim", "pad"]
@@ -312,20 +312,24 @@ def _describe(obj: XrObj, ydim: str, xdim: str) -> _Grid:
     return g
 
 
-def _fine_weights_geometry(g: _Grid, factor: int) -> np.ndarray | None:
-    """Fine cell areas from the grid geometry, shape (ny*f, nx*f), or None (uniform)."""
-    if g.kind in ("lonlat", "rotated"):
-        assert g.ybounds is not None and g.xbounds is not None
-        yb = _refine_bounds(g, "y", factor)
-        xb = _refine_bounds(g, "x", factor)
-        return grid.cell_area_lonlat(yb, xb)
-    if g.kind == "projected":
-        assert g.ybounds is not None and g.xbounds is not None
-        return grid.cell_area_xy(_refine_bounds(g, "y", factor), _refine_bounds(g, "x", factor))
+def _geometry_areas(g: _Grid, factor: int | None) -> np.ndarray | None:
+    """Cell areas from the grid geometry, or None (no geometry: uniform).
+
+    Of the grid itself with ``factor=None`` (shape (ny, nx)), else of its refinement by
+    ``factor`` (shape (ny*f, nx*f)).
+    """
+    if g.kind in ("lonlat", "rotated", "projected"):
+        assert g.ybounds is not None
+        assert g.xbounds is not None
+        yb = g.ybounds if factor is None else _refine_bounds(g, "y", factor)
+        xb = g.xbounds if factor is None else _refine_bounds(g, "x", factor)
+        area = grid.cell_area_xy if g.kind == "projected" else grid.cell_area_lonlat
+        return area(yb, xb)
     if g.kind == "curvilinear":
-        assert g.lat_v is not None and g.lon_v is not None
-        _, _, lat_vf, lon_vf = g.refine_curvilinear(factor)
-        return grid.cell_area_vertices(lat_vf, lon_vf)
+        assert g.lat_v is not None
+        assert g.lon_v is not None
+        lat_v, lon_v = (g.lat_v, g.lon_v) if factor is None else g.refine_curvilinear(factor)[2:]
+        return grid.cell_area_vertices(lat_v, lon_v)
     return None
 
 
@@ -401,7 +405,7 @@ def _weights_array(
                 f"weights must be 'auto', 'area', 'uniform', None or an array of cell areas, "
                 f"got {weights!r}"
             )
-        geo = _fine_weights_geometry(g, factor)
+        geo = _geometry_areas(g, factor)
         if g.area_name is not None:
             area = np.asarray(obj[g.area_name].transpose(g.ydim, g.xdim).values, np.float64)
             if geo is None:
@@ -1028,9 +1032,7 @@ def coarsen(
     obj = _align_chunks(obj, ydim, xdim, f)
     g = _describe(obj, ydim, xdim)
     if isinstance(weights, str) and weights in ("auto", "area"):
-        w = _fine_weights_geometry_same_grid(g)
-        if g.area_name is not None:
-            w = np.asarray(obj[g.area_name].transpose(ydim, xdim).values, np.float64)
+        w = _own_areas(obj, g)
         if w is None and weights == "area":
             raise OptionError(
                 "weights='area' but the grid has no coordinates or cell_measures to compute "
@@ -1102,18 +1104,45 @@ def _align_chunks(obj: XrObj, ydim: str, xdim: str, f: int) -> XrObj:
     return obj.assign({n: aligned(v) for n, v in obj.data_vars.items()})
 
 
-def _fine_weights_geometry_same_grid(g: _Grid) -> np.ndarray | None:
-    """Cell areas of the grid itself (no refinement)."""
-    if g.kind in ("lonlat", "rotated"):
-        assert g.ybounds is not None and g.xbounds is not None
-        return grid.cell_area_lonlat(g.ybounds, g.xbounds)
-    if g.kind == "projected":
-        assert g.ybounds is not None and g.xbounds is not None
-        return grid.cell_area_xy(g.ybounds, g.xbounds)
-    if g.kind == "curvilinear":
-        assert g.lat_v is not None and g.lon_v is not None
-        return grid.cell_area_vertices(g.lat_v, g.lon_v)
-    return None
+def _own_areas(obj: XrObj, g: _Grid) -> np.ndarray | None:
+    """Areas of ``obj``'s own cells: its CF area variable, else the geometry, else None."""
+    if g.area_name is not None:
+        return np.asarray(obj[g.area_name].transpose(g.ydim, g.xdim).values, np.float64)
+    return _geometry_areas(g, None)
+
+
+def cell_areas(
+    obj: XrObj,
+    *,
+    dims: tuple[Hashable, Hashable] | None = None,
+    factor: int | None = None,
+) -> np.ndarray | None:
+    """The cell weights that ``weights="auto"`` uses, as an array.
+
+    Parameters
+    ----------
+    obj : Dataset or DataArray
+    dims : (y, x), optional
+        Horizontal dimensions; found with cf-xarray when omitted.
+    factor : int, optional
+        ``None``: the areas of ``obj``'s cells (what :func:`coarsen` weights with), shape
+        ``(ny, nx)``.  An integer: the areas of the cells of ``obj`` refined by ``factor``
+        (what :func:`downscale` conserves with), shape ``(ny*factor, nx*factor)``.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        In the units of the geometry (m^2 on the sphere, projection units squared) or of the
+        CF ``cell_measures`` area variable; ``None`` when the grid has no coordinates, in which
+        case the weights are uniform.
+    """
+    from .conserve import check_factor
+
+    ydim, xdim = spatial_dims(obj, dims)
+    g = _describe(obj, ydim, xdim)
+    if factor is None:
+        return _own_areas(obj, g)
+    return _weights_array("auto", g, check_factor(factor), obj)[0]
 
 
 def _coarse_coords(

@@ -79,16 +79,9 @@ def _build(
 def _fine_weights(obj: xr.DataArray, ydim: str, xdim: str, factor: int | None) -> np.ndarray | None:
     """Cell areas ``(ny, nx)`` of ``obj``'s grid (``factor=None``) or of its refinement by
     ``factor`` (``(ny*factor, nx*factor)``), scaled to mean 1; ``None`` for uniform areas."""
-    from .api import _describe, _fine_weights_geometry, _fine_weights_geometry_same_grid
+    from .api import cell_areas
 
-    g = _describe(obj, ydim, xdim)
-    w: np.ndarray | None
-    if factor is None:
-        w = _fine_weights_geometry_same_grid(g)
-        if g.area_name is not None:
-            w = np.asarray(obj[g.area_name].transpose(ydim, xdim).values, np.float64)
-    else:
-        w = _fine_weights_geometry(g, factor)
+    w = cell_areas(obj, dims=(ydim, xdim), factor=factor)
     if w is None:
         return None
     w = np.asarray(w, np.float64)
