@@ -35,17 +35,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from _machine import machine_info  # benchmarks/_machine.py (run as a script)
 
 QG = "ssh_qg_256_train.nc"
 GLOBAL = "ssh_global_quarterdeg_20190223.nc"
@@ -73,30 +70,6 @@ def load_field(spec: str) -> tuple[xr.Dataset, str]:
             raise RuntimeError("the global window is not all ocean")
         return ds, f"{GLOBAL} window 65.9S-2.1S, 188E-252E"
     raise SystemExit(f"unknown field {spec!r}; use qg:T (T = 0..5) or global")
-
-
-def machine(device: str) -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "nproc": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-    }
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        info["cpu"] = next(
-            (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln),
-            platform.processor(),
-        )
-    except OSError:
-        info["cpu"] = platform.processor()
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def score(fine: xr.DataArray, truth: xr.DataArray) -> dict[str, float]:
@@ -248,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result: dict[str, Any] = {"machine": machine(args.device), "argv": sys.argv[1:]}
+    result: dict[str, Any] = {"machine": machine_info(args.device), "argv": sys.argv[1:]}
     result["config"] = vars(args)
     rows: list[dict[str, Any]] = []
     if not args.no_twin:

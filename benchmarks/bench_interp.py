@@ -35,8 +35,6 @@ import datetime as dt
 import gc
 import importlib.util
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -44,6 +42,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+from _machine import machine_info  # benchmarks/_machine.py (run as a script)
 
 FILE = "ssh_global_quarterdeg_20190223.nc"
 CASES = ("xsr_bicubic", "xarray_linear", "xarray_cubic")
@@ -160,49 +160,6 @@ def _worker(case: str, factor: int, device: str, repeat: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _machine(device: str) -> dict[str, Any]:
-    import numpy
-    import psutil
-    import torch
-    import xarray
-
-    import xsr
-
-    m: dict[str, Any] = {
-        "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": numpy.__version__,
-        "xarray": xarray.__version__,
-        "xsr": xsr.__version__,
-        "scipy": None,
-        "device": device,
-    }
-    if importlib.util.find_spec("scipy") is not None:
-        import scipy
-
-        m["scipy"] = scipy.__version__
-    if device.startswith("cuda"):
-        m["device_name"] = torch.cuda.get_device_name(0)
-    return m
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="torch device for xsr: cpu or cuda")
@@ -223,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "xsr downscale vs xarray interp, global SSH 720 x 1440",
         "command": " ".join(["python", *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(args.device),
+        "machine": machine_info(args.device),
         "memory_method": (
             "peak RSS increase over the RSS just before the call, sampled every 1 ms by a "
             "background thread with psutil; one fresh process per case; ru_maxrss is the "

@@ -31,10 +31,8 @@ Data come from ``XSR_DATA_DIR`` or the cache of :func:`xsr.datasets.fetch`.  Exa
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import machine_info  # benchmarks/_machine.py (run as a script)
 
 GLOBAL = "ssh_global_quarterdeg_20190223.nc"
 QG = "ssh_qg_256_train.nc"
@@ -53,38 +52,10 @@ def log(*a: Any) -> None:
     print(*a, file=sys.stderr, flush=True)
 
 
-def machine() -> dict[str, Any]:
-    import dask
+def _device() -> str:
     import torch
-    import xarray as xr
 
-    try:
-        import zarr
-
-        zarr_version = zarr.__version__
-    except ImportError:  # the seams experiment needs no zarr
-        zarr_version = None
-    info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "xarray": xr.__version__,
-        "dask": dask.__version__,
-        "zarr": zarr_version,
-        "nproc": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-    }
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        info["cpu"] = next(
-            (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln),
-            platform.processor(),
-        )
-    except OSError:
-        info["cpu"] = platform.processor()
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_child(cmd: list[str]) -> dict[str, Any]:
@@ -310,7 +281,7 @@ def main() -> None:
         data = Path(xsr.datasets.fetch(GLOBAL)).parent
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"machine": machine(), "argv": sys.argv[1:], "rows": []}
+    result: dict[str, Any] = {"machine": machine_info(_device()), "argv": sys.argv[1:], "rows": []}
     if "global" in args.only:
         result["rows"] += bench_global(args, data, out)
     if "seams" in args.only:
