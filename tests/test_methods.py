@@ -27,12 +27,31 @@ FAST_OPTIONS = {
 }
 
 
+def _untrained_cnn(factor):
+    """A TrainedModel with random weights (the pipeline around it is what is tested)."""
+    import torch
+
+    from xsr.nn.sr import build_sr_model
+    from xsr.training import TrainedModel
+
+    opts = {"channels": (8, 4), "kernels": (3, 3, 3)}
+    torch.manual_seed(0)
+    net = build_sr_model("srcnn", factor=factor, **opts).eval()
+    return TrainedModel(net, "srcnn", opts, factor, "additive", None, None, None, 0.0, 1.0, "test")
+
+
+def _smoke_options(name, factor):
+    if name == "cnn":
+        return {"model": _untrained_cnn(factor)}
+    return FAST_OPTIONS.get(name, {})
+
+
 @pytest.mark.parametrize("name", list_methods())
 @pytest.mark.parametrize("factor", [2, 3, 4])
 def test_every_method_smoke(name, factor):
     x = _field((2, 6, 7))
     x[0, :2, :3] = np.nan
-    y = downscale_array(x, factor=factor, method=name, **FAST_OPTIONS.get(name, {}))
+    y = downscale_array(x, factor=factor, method=name, **_smoke_options(name, factor))
     assert y.shape == (2, 6 * factor, 7 * factor)
     assert y.dtype == np.float64
     keep = upsample(np.isfinite(x), factor)

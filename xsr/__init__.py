@@ -29,26 +29,52 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Distillation",
     "Method",
+    "TrainedModel",
     "XsrError",
     "__version__",
     "cell_areas",
     "coarsen",
     "datasets",
+    "distill",
     "downscale",
     "exceptions",
     "get_method",
     "get_options",
     "list_methods",
+    "load_model",
     "register_method",
     "set_options",
     "spatial_dims",
+    "train",
 ]
 
-_LAZY = {"datasets", "conserve", "metrics", "plot", "grid", "testing"}
+_LAZY = {
+    "datasets",
+    "conserve",
+    "metrics",
+    "plot",
+    "grid",
+    "testing",
+    "training",
+    "models",
+    "distillation",
+}
+#: Callables and classes imported on first use (they pull in torch or heavier modules).
+_LAZY_ATTRS = {
+    "train": ("training", "train"),
+    "TrainedModel": ("training", "TrainedModel"),
+    "load_model": ("models", "load_model"),
+    "distill": ("distillation", "distill"),
+    "Distillation": ("distillation", "Distillation"),
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return import_module(f".{name}", __name__)
+    if name in _LAZY_ATTRS:
+        module, attr = _LAZY_ATTRS[name]
+        return getattr(import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'xsr' has no attribute {name!r}")

@@ -403,7 +403,8 @@ def _weights_array(
         if weights not in ("auto", "area"):
             raise OptionError(
                 f"weights must be 'auto', 'area', 'uniform', None or an array of cell areas, "
-                f"got {weights!r}"
+                f"got {weights!r}; weights= sets the cell areas of the conservation. A "
+                "trained network is passed as model=, e.g. method='cnn', model='edsr.pt'"
             )
         geo = _geometry_areas(g, factor)
         if g.area_name is not None:
@@ -889,6 +890,14 @@ def downscale(
                 f"variable {name!r} has dtype {da.dtype}; only real floating-point fields can "
                 "be downscaled"
             )
+        units = da.attrs.get("units")
+        m.check_request(
+            factor=f,
+            conserve=mode,
+            bounds=bnds,
+            units=None if units is None else str(units),
+            name=name,
+        )
         if da.chunks is None:
             arr = np.asarray(da.values)
             if not np.isfinite(arr).any():

@@ -148,6 +148,7 @@ _CONFIG_KEYS = {f.name for f in dataclasses.fields(BatchConfig)} | {
     "members",
     "iterations",
     "seed",
+    "model",
 }
 
 
@@ -254,7 +255,7 @@ def resolve(explicit: Mapping[str, Any], config: Mapping[str, Any] | None = None
     if not merged.get("output"):
         raise OptionError("no output: give INPUT... OUTPUT or 'output' in the configuration")
     opts = dict(merged.pop("method_options", None) or {})
-    for k in ("members", "iterations", "seed"):
+    for k in ("members", "iterations", "seed", "model"):
         v = merged.pop(k, None)
         if v is not None:
             opts[k] = v

@@ -119,6 +119,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=None, help="fitting iterations (dip, dip-ensemble)"
     )
     d.add_argument("--seed", type=int, default=None, help="random seed (dip, dip-ensemble)")
+    d.add_argument(
+        "--model",
+        default=None,
+        help=(
+            "trained network for --method cnn: a file written by TrainedModel.save, or a "
+            "registered name (xsr.models.list_models())"
+        ),
+    )
     d.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     b = d.add_argument_group("batch jobs (xsr.batch)")
     b.add_argument(
@@ -175,7 +183,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _method_options(args: argparse.Namespace) -> dict[str, Any]:
     """The method options given on the command line (only those given)."""
-    names = ("members", "iterations", "seed")
+    names = ("members", "iterations", "seed", "model")
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 

@@ -109,6 +109,33 @@ class Method:
         """The options this instance was built with (recorded in output attrs)."""
         return {}
 
+    def check_request(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None,
+        bounds: tuple[float | None, float | None] | None,
+        units: str | None,
+        name: str,
+    ) -> None:
+        """Refuse a request this method cannot serve, before anything is computed.
+
+        :func:`xsr.downscale` calls it once per variable.  The default accepts everything;
+        methods bound to a factor or to units (trained networks) raise
+        :class:`~xsr.exceptions.OptionError` naming the value, what is allowed and the fix.
+
+        Parameters
+        ----------
+        factor : int
+        conserve : {"additive", "multiplicative", "bounded", None}
+        bounds : (lower, upper) or None
+        units : str or None
+            The variable's ``units`` attribute.
+        name : str
+            The variable, for messages.
+        """
+        return None
+
     @property
     def extra_outputs(self) -> tuple[str, ...]:
         """Outputs besides the field: ``"std"`` (a spread) and ``"members"`` (the samples).

@@ -26,6 +26,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "bicubic": ("xsr.methods.interp", "Bicubic"),
     "dip": ("xsr.methods.dip", "DIP"),
     "dip-ensemble": ("xsr.methods.dip", "DIPEnsemble"),
+    "cnn": ("xsr.methods.cnn", "CNN"),
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 

@@ -245,6 +245,49 @@ class SRModel(nn.Module):
             validate=False,
         )
 
+    def receptive_radius(self, *, limit: int = 64) -> int:
+        """How far, in coarse cells, an input cell influences the output (measured).
+
+        A unit change of the centre cell of a random square input is pushed through
+        :meth:`features` (no enforcement, which acts within coarse cells); the radius is the
+        largest Chebyshev distance of a coarse cell whose fine cells changed at all.  The
+        square grows (9, 17, 33... cells) until the change stays inside it.  This is the
+        halo tiles need for the network to reproduce the untiled result.
+
+        Parameters
+        ----------
+        limit : int, default 64
+            Largest radius looked for; networks with a wider (or global) reach return
+            ``limit``.
+
+        Returns
+        -------
+        int
+        """
+        param = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        f = self.factor
+        r = 4
+        try:
+            while True:
+                r = min(2 * r, int(limit))
+                n = 2 * r + 1
+                gen = torch.Generator().manual_seed(0)
+                x = torch.randn(1, self.in_channels, n, n, generator=gen)
+                x = x.to(device=param.device, dtype=param.dtype)
+                x2 = x.clone()
+                x2[:, :, r, r] += 1.0
+                with torch.no_grad():
+                    d = (self.features(x2) - self.features(x)).abs().amax(dim=(0, 1))
+                changed = d.reshape(n, f, n, f).amax(dim=(1, 3)) > 0
+                idx = torch.nonzero(changed)
+                reach = 0 if idx.numel() == 0 else int((idx - r).abs().max())
+                if reach < r or r >= limit:
+                    return min(reach, int(limit))
+        finally:
+            self.train(was_training)
+
     def fine_size(self, coarse: torch.Tensor) -> tuple[int, int]:
         """``(ny*factor, nx*factor)`` for a coarse batch."""
         ny, nx = coarse.shape[-2:]

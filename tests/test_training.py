@@ -1,4 +1,4 @@
-"""Tests of supervised training (xsr.train)."""
+"""Tests of supervised training (xsr.training)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import xsr
 from xsr.api import cell_areas
 from xsr.conserve import conservation_error
 from xsr.exceptions import OptionError
-from xsr.train import TrainedModel, train
+from xsr.training import TrainedModel, train
 
 SMALL = {"blocks": 2, "channels": 8}
 
@@ -66,12 +66,21 @@ def test_metadata(trained: TrainedModel) -> None:
 def test_predictions_conserve(trained: TrainedModel) -> None:
     coarse = xsr.coarsen(_hr(), factor=4)
     pred = trained.predict(coarse)
+    # xarray in, xarray out: refined coordinates, attrs and provenance
+    assert isinstance(pred, xr.DataArray)
     assert pred.shape == (4, 32, 32)
     assert pred.dtype == np.float64
-    assert conservation_error(pred, coarse.values, 4) < 1e-12
-    # plain arrays work too
+    assert pred.attrs["units"] == "m"
+    assert pred.attrs["xsr_method"] == "cnn"
+    np.testing.assert_allclose(pred["x"].values, _hr()["x"].values)
+    assert conservation_error(pred.values, coarse.values, 4) < 1e-12
+    back = xsr.coarsen(pred, factor=4)
+    np.testing.assert_allclose(back.values, coarse.values, rtol=0, atol=1e-12)
+    # plain arrays work too (uniform weights: the same to round-off on this uniform grid)
     pred_np = trained.predict(coarse.values)
-    np.testing.assert_array_equal(pred, pred_np)
+    assert isinstance(pred_np, np.ndarray)
+    assert conservation_error(pred_np, coarse.values, 4) < 1e-12
+    np.testing.assert_allclose(pred.values, pred_np, rtol=0, atol=1e-12)
 
 
 def test_save_load_round_trip(trained: TrainedModel, tmp_path: Path) -> None:
@@ -94,7 +103,7 @@ def test_check_factor_mismatch(trained: TrainedModel) -> None:
 def test_check_units_mismatch(trained: TrainedModel) -> None:
     coarse = xsr.coarsen(_hr(), factor=4)
     coarse.attrs["units"] = "cm"
-    with pytest.raises(OptionError, match=r"units mismatch: the data has units='cm'"):
+    with pytest.raises(OptionError, match=r"units mismatch: variable 'ssh' has units='cm'"):
         trained.check(coarse)
     with pytest.raises(OptionError, match="units mismatch"):
         trained.predict(coarse)
@@ -121,9 +130,13 @@ def test_land_nan_and_area_weights(tmp_path: Path) -> None:
     coarse = xsr.coarsen(hr, factor=4)
     valid = np.isfinite(hr.values)
     w = cell_areas(hr)
-    pred = tm.predict(coarse, mask=valid)
-    assert np.array_equal(np.isnan(pred), ~valid)
-    assert conservation_error(pred, coarse.values, 4, weights=w, mask=valid) < 1e-12
+    assert (valid == valid[:1]).all()  # a static land mask
+    pred = tm.predict(coarse, mask=valid[0])
+    assert np.array_equal(np.isnan(pred.values), ~valid)
+    assert conservation_error(pred.values, coarse.values, 4, weights=w, mask=valid) < 1e-12
+    # arrays take a time-varying fine mask; same result
+    pred_np = tm.predict(coarse.values, mask=valid, weights=w)
+    np.testing.assert_allclose(pred_np, pred.values, rtol=0, atol=1e-12)
 
 
 def test_option_errors() -> None:

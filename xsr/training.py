@@ -8,7 +8,7 @@ holding the network, its normalisation and the metadata needed to apply it safel
 (:meth:`TrainedModel.save`, :meth:`TrainedModel.load`).
 
 >>> import xsr
->>> from xsr.train import train
+>>> from xsr import train
 >>> hr = xsr.testing.projected_dataset(32, 32, nt=4)["ssh"]
 >>> tm = train(hr, factor=4, crop=16, epochs=1, steps_per_epoch=2, progress=False,
 ...            model_options={"blocks": 1, "channels": 4})
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainedModel", "train"]
 
-_FORMAT = "xsr.train.TrainedModel"
+_FORMAT = "xsr.TrainedModel"
 _FORMAT_VERSION = 1
 
 
@@ -95,7 +95,15 @@ def _select_var(hr: xr.DataArray | xr.Dataset, var: Hashable | None) -> xr.DataA
     if not isinstance(hr, xr.Dataset):
         raise TypeError(f"expected an xarray DataArray or Dataset, got {type(hr).__name__}")
     if var is None:
-        names = [str(k) for k, v in hr.data_vars.items() if v.ndim >= 2 and v.dtype.kind == "f"]
+        # fields: floating point, >= 2-D, and not a bounds or cell-area variable of the grid
+        aux = {str(hr[c].attrs.get("bounds", "")) for c in hr.variables}
+        for v in hr.data_vars.values():
+            aux |= set(str(v.attrs.get("cell_measures", "")).replace(":", " ").split())
+        names = [
+            str(k)
+            for k, v in hr.data_vars.items()
+            if v.ndim >= 2 and v.dtype.kind == "f" and str(k) not in aux
+        ]
         if len(names) != 1:
             raise OptionError(
                 f"var=None but the Dataset has {len(names)} floating-point field variables "
@@ -118,7 +126,7 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
 # --------------------------------------------------------------------------------------------
 # the trained model
 # --------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(repr=False)
 class TrainedModel:
     """A trained super-resolution network with the metadata needed to apply it.
 
@@ -161,6 +169,14 @@ class TrainedModel:
     std: float
     version: str
     history: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        parts = [f"{self.name} x{self.factor}", f"conserve={self.conserve!r}"]
+        if self.var is not None:
+            parts.append(f"var={self.var!r}")
+        if self.units is not None:
+            parts.append(f"units={self.units!r}")
+        return f"TrainedModel({', '.join(parts)})"
 
     # ---------------------------------------------------------------------- persistence
     def metadata(self) -> dict[str, Any]:
@@ -224,7 +240,7 @@ class TrainedModel:
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
             raise OptionError(
-                f"{path} is not a model saved by xsr.train.TrainedModel.save; expected a dict "
+                f"{path} is not a model saved by xsr.TrainedModel.save; expected a dict "
                 f"with format={_FORMAT!r}"
             )
         meta = obj["metadata"]
@@ -272,12 +288,8 @@ class TrainedModel:
             On a factor mismatch, or when the data's ``units`` differ from the units of
             the training data.
         """
-        if factor is not None and factor != self.factor:
-            raise OptionError(
-                f"factor={factor!r} does not match the trained model's factor: allowed is "
-                f"{self.factor} (the factor it was trained for); pass factor={self.factor} or "
-                f"train a model for factor {factor}"
-            )
+        if factor is not None:
+            self.check_factor(factor)
         if isinstance(da, xr.Dataset):
             if self.var is None or self.var not in da.data_vars:
                 raise OptionError(
@@ -286,22 +298,36 @@ class TrainedModel:
                 )
             da = da[self.var]
         units = da.attrs.get("units")
+        self.check_units(None if units is None else str(units), name=f"variable {da.name!r}")
+
+    def check_factor(self, factor: int) -> None:
+        """Raise :class:`~xsr.exceptions.OptionError` unless ``factor`` is the model's."""
+        if factor != self.factor:
+            raise OptionError(
+                f"factor={factor!r} does not match the trained model's factor: allowed is "
+                f"{self.factor} (the factor it was trained for); pass factor={self.factor} or "
+                f"train a model for factor {factor}"
+            )
+
+    def check_units(self, units: str | None, *, name: str = "the data") -> None:
+        """Raise :class:`~xsr.exceptions.OptionError` when ``units`` differ from the units
+        of the training data (no check when either is unknown)."""
         if units is not None and self.units is not None and str(units) != self.units:
             raise OptionError(
-                f"units mismatch: the data has units={str(units)!r} but the model was trained "
+                f"units mismatch: {name} has units={str(units)!r} but the model was trained "
                 f"on units={self.units!r} (allowed: {self.units!r}); convert the data to "
                 f"{self.units!r} first or train a model on data in {str(units)!r}"
             )
 
     def predict(
         self,
-        coarse: xr.DataArray | np.ndarray | Any,
+        coarse: xr.DataArray | xr.Dataset | np.ndarray | Any,
         *,
         weights: np.ndarray | None = None,
         mask: np.ndarray | None = None,
         dims: tuple[Hashable, Hashable] | None = None,
         batch_size: int = 8,
-    ) -> np.ndarray:
+    ) -> Any:
         """Super-resolve coarse fields.
 
         The coarse fields are normalised, run through the network, de-normalised, and the
@@ -310,86 +336,68 @@ class TrainedModel:
 
         Parameters
         ----------
-        coarse : DataArray or array, shape ``(..., ny, nx)``
-            Coarse fields; NaN marks missing cells (NaN blocks in the output).  A DataArray is
-            checked with :meth:`check`, and its fine cell areas are computed from its
-            coordinates when ``weights`` is not given.
+        coarse : DataArray, Dataset or array, shape ``(..., ny, nx)``
+            Coarse fields; NaN marks missing cells (NaN blocks in the output).  xarray
+            objects go through :func:`xsr.downscale` with ``method="cnn"`` (checked with
+            :meth:`check`; refined coordinates, attrs and ``history``; area weights from
+            the grid).  A Dataset must hold the trained variable; only it is downscaled.
         weights : array, optional
             Fine cell weights (areas), shape ``(ny*factor, nx*factor)``; default: from the
-            DataArray's grid, or uniform.
+            xarray object's grid, or uniform for arrays.
         mask : array of bool, optional
-            Valid fine cells, broadcastable to ``(..., ny*factor, nx*factor)`` (for example
-            the land-sea mask of the fine grid): masked cells are NaN and do not count in
-            the block means.
+            Valid cells (True), for arrays broadcastable to ``(..., ny*factor, nx*factor)``
+            (for example the land-sea mask of the fine grid); for xarray objects as the
+            ``mask`` of :func:`xsr.downscale` (coarse or fine grid).  Masked cells are NaN
+            and do not count in the block means.
         dims : (y, x), optional
-            Horizontal dimensions of a DataArray (found with cf-xarray when omitted).
+            Horizontal dimensions of an xarray object (found with cf-xarray when omitted).
         batch_size : int, default 8
             Fields per network call.
 
         Returns
         -------
-        ndarray of float64, shape ``(..., ny*factor, nx*factor)``
+        DataArray or Dataset (for xarray input), else ndarray of float64
+            Shape ``(..., ny*factor, nx*factor)``.
         """
-        import torch
-
-        from .api import spatial_dims
-        from .conserve import enforce
-
         f = self.factor
-        if isinstance(coarse, xr.Dataset):
+        if isinstance(coarse, xr.Dataset | xr.DataArray):
+            from .api import downscale
+            from .methods.cnn import CNN
+
             self.check(coarse)
-            coarse = coarse[self.var]
-        if isinstance(coarse, xr.DataArray):
-            self.check(coarse)
-            ydim, xdim = spatial_dims(coarse, dims)
-            lead = [d for d in coarse.dims if d not in (ydim, xdim)]
-            coarse = coarse.transpose(*lead, ydim, xdim)
-            if weights is None:
-                weights = _fine_weights(coarse, ydim, xdim, f)
-            x = np.asarray(coarse.values, np.float64)
-        else:
-            x = np.asarray(coarse, np.float64)
+            obj = coarse[[self.var]] if isinstance(coarse, xr.Dataset) else coarse
+            if isinstance(obj, xr.DataArray) and obj.dtype.kind != "f":
+                obj = obj.astype(np.float64)
+            return downscale(
+                obj,
+                factor=f,
+                method=CNN(model=self, batch_size=max(1, int(batch_size))),
+                conserve=self.conserve,
+                bounds=self.bounds,
+                dims=dims,
+                mask=mask,
+                weights="auto" if weights is None else weights,
+                dtype="float64",
+            )
+        from .methods.base import downscale_array
+        from .methods.cnn import CNN
+
+        x = np.asarray(coarse, np.float64)
         if x.ndim < 2:
             raise ShapeError(f"coarse must have at least 2 dimensions (y, x), got {x.shape}")
-        ny, nx = x.shape[-2:]
-        fine_shape = (*x.shape[:-2], ny * f, nx * f)
-        flat = x.reshape(-1, ny, nx)
-        xn = np.nan_to_num((flat - self.mean) / self.std, nan=0.0)
-        param = next(self.model.parameters())
-        dev, dt = param.device, param.dtype
-        w_t = None if weights is None else torch.as_tensor(weights, dtype=dt, device=dev)
-        m_t = None
-        m: np.ndarray | None = None
-        if mask is not None:
-            m = np.broadcast_to(np.asarray(mask, bool), fine_shape).reshape(-1, ny * f, nx * f)
-            m = np.array(m, dtype=bool, copy=True)
-        outs = []
-        self.model.eval()
-        with torch.no_grad():
-            for i in range(0, flat.shape[0], max(1, int(batch_size))):
-                xb = torch.as_tensor(xn[i : i + batch_size, None], dtype=dt, device=dev)
-                if m is not None:
-                    m_t = torch.as_tensor(m[i : i + batch_size, None], device=dev)
-                if self.model.enforce is None:
-                    yb = self.model(xb)
-                else:
-                    yb = self.model(xb, weights=w_t, mask=m_t)
-                outs.append(yb[:, 0].double().cpu().numpy())
-        y = np.concatenate(outs, axis=0) * self.std + self.mean
-        if self.conserve is not None:
-            y = enforce(
-                y,
-                flat,
-                f,
-                self.conserve,
-                weights=weights,
-                mask=m,
-                bounds=self.bounds,
-                validate=False,
-            )
-        elif m is not None:
-            y = np.where(m, y, np.nan)
-        return np.asarray(y, np.float64).reshape(fine_shape)
+        y = downscale_array(
+            x,
+            factor=f,
+            method=CNN(model=self, batch_size=max(1, int(batch_size))),
+            conserve=self.conserve,
+            bounds=self.bounds,
+            weights=weights,
+            mask=mask,
+            dtype="float64",
+            device=str(next(self.model.parameters()).device),
+            name="coarse",
+        )
+        return np.asarray(y, np.float64)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,307 @@
+"""Tests of ``method="cnn"`` (trained networks through the accessor, tiles, dask and the CLI)
+and of the registry of published weights (:mod:`xsr.models`)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xsr
+from xsr import models
+from xsr.api import cell_areas
+from xsr.cli import main
+from xsr.conserve import conservation_error
+from xsr.exceptions import DataUnavailableError, OptionError
+from xsr.training import TrainedModel, train
+
+SMALL = {"channels": (8, 4), "kernels": (3, 3, 3)}
+
+
+def _train(hr: Any, **kw: Any) -> TrainedModel:
+    opts: dict[str, Any] = {
+        "model": "srcnn",
+        "factor": 2,
+        "crop": 16,
+        "batch_size": 4,
+        "epochs": 2,
+        "steps_per_epoch": 3,
+        "lr": 3e-3,
+        "progress": False,
+        "device": "cpu",
+        "model_options": SMALL,
+    }
+    opts.update(kw)
+    return train(hr, **opts)
+
+
+@pytest.fixture(scope="module")
+def hr() -> xr.Dataset:
+    return xsr.testing.projected_dataset(48, 48, nt=3)
+
+
+@pytest.fixture(scope="module")
+def tm(hr: xr.Dataset) -> TrainedModel:
+    return _train(hr, var="ssh")
+
+
+@pytest.fixture(scope="module")
+def saved(tm: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tm.save(tmp_path_factory.mktemp("models") / "srcnn_x2.pt")
+
+
+def _coarse(hr: xr.Dataset) -> xr.Dataset:
+    return xsr.coarsen(hr, factor=2)
+
+
+def test_registered() -> None:
+    assert "cnn" in xsr.list_methods()
+    with pytest.raises(OptionError, match="needs model="):
+        xsr.get_method("cnn")
+    with pytest.raises(OptionError, match="model must be"):
+        xsr.get_method("cnn", model=3)
+
+
+def test_accessor_with_saved_file(hr: xr.Dataset, tm: TrainedModel, saved: Path) -> None:
+    coarse = _coarse(hr)
+    fine = coarse.sr.downscale(factor=2, method="cnn", model=str(saved))
+    assert fine.sizes["y"] == 48 and fine.sizes["x"] == 48
+    assert fine["ssh"].attrs["xsr_method"] == "cnn"
+    assert fine["ssh"].attrs["xsr_model"] == str(saved)
+    assert "y_bnds" in fine
+    err = conservation_error(fine["ssh"].values, coarse["ssh"].values, 2)
+    assert err < 1e-12
+    # the same as the in-memory model and as TrainedModel.predict
+    same = coarse.sr.downscale(factor=2, method="cnn", model=tm)
+    np.testing.assert_array_equal(fine["ssh"].values, same["ssh"].values)
+    pred = tm.predict(coarse)
+    np.testing.assert_allclose(pred["ssh"].values, fine["ssh"].values, rtol=0, atol=1e-12)
+    # a registered name does not exist: clear error with the registered names
+    with pytest.raises(OptionError, match="neither an existing file nor a registered model"):
+        coarse.sr.downscale(factor=2, method="cnn", model=str(saved) + ".missing")
+
+
+def test_the_network_matters(hr: xr.Dataset, tm: TrainedModel) -> None:
+    """The output is the network's, not the enforcement of a constant: it differs from
+    nearest (which is what enforcing a flat first guess gives) and from bicubic."""
+    coarse = _coarse(hr)
+    cnn = coarse.sr.downscale(factor=2, method="cnn", model=tm)["ssh"].values
+    near = coarse.sr.downscale(factor=2, method="nearest")["ssh"].values
+    assert float(np.abs(cnn - near).max()) > 1e-3
+
+
+def test_receptive_radius_is_halo(tm: TrainedModel) -> None:
+    m = xsr.get_method("cnn", model=tm)
+    r = tm.model.receptive_radius()
+    assert m.halo == r
+    # SRCNN with 3x3 kernels, three layers: 3 coarse cells at most (1 per layer)
+    assert 1 <= r <= 3
+    assert xsr.get_method("cnn", model=tm, halo=5).halo == 5
+    with pytest.raises(OptionError, match="halo must be"):
+        xsr.get_method("cnn", model=tm, halo=-1)
+
+
+def test_tiled_and_dask_equal_untiled(hr: xr.Dataset, saved: Path) -> None:
+    coarse = _coarse(hr)
+    ref = coarse.sr.downscale(factor=2, method="cnn", model=str(saved))["ssh"].values
+    tiled = coarse.sr.downscale(factor=2, method="cnn", model=str(saved), tile_size=16)
+    np.testing.assert_allclose(tiled["ssh"].values, ref, rtol=0, atol=1e-12)
+    lazy = coarse.chunk({"y": 8, "x": 8}).sr.downscale(factor=2, method="cnn", model=str(saved))
+    assert lazy["ssh"].chunks is not None
+    got = lazy["ssh"].values
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    assert conservation_error(got, coarse["ssh"].values, 2) < 1e-12
+
+
+def test_request_checks(hr: xr.Dataset, tm: TrainedModel) -> None:
+    coarse = _coarse(hr)
+    with pytest.raises(OptionError, match="factor=4 does not match"):
+        coarse.sr.downscale(factor=4, method="cnn", model=tm)
+    cm = coarse.copy()
+    cm["ssh"] = cm["ssh"] * 100
+    cm["ssh"].attrs["units"] = "cm"
+    with pytest.raises(OptionError, match="units mismatch: variable 'ssh' has units='cm'"):
+        cm.sr.downscale(factor=2, method="cnn", model=tm)
+    with pytest.raises(OptionError, match="differs from the enforcement the model was trained"):
+        coarse.sr.downscale(factor=2, method="cnn", model=tm, conserve="multiplicative")
+    # conserve=None: the network's own output (its layer still conserves in float32)
+    raw = coarse.sr.downscale(factor=2, method="cnn", model=tm, conserve=None)
+    assert conservation_error(raw["ssh"].values, coarse["ssh"].values, 2) < 1e-5
+    # weights= is the conservation weights: a model path there gets a pointer to model=
+    with pytest.raises(OptionError, match="passed as model="):
+        coarse.sr.downscale(factor=2, method="bicubic", weights="model.pt")
+
+
+def test_land_mask_and_areas() -> None:
+    ds = xsr.testing.lonlat_dataset(24, 32, nt=3)[["sst"]]
+    model = _train(ds, var="sst", crop=8)
+    coarse = xsr.coarsen(ds, factor=2)
+    fine = coarse.sr.downscale(factor=2, method="cnn", model=model)
+    w = cell_areas(fine["sst"])
+    valid = np.isfinite(coarse["sst"].values).repeat(2, -2).repeat(2, -1)
+    assert np.array_equal(np.isfinite(fine["sst"].values), valid)
+    err = conservation_error(fine["sst"].values, coarse["sst"].values, 2, weights=w)
+    assert err < 1e-12
+
+
+def test_periodic_longitude() -> None:
+    ds = xsr.testing.lonlat_dataset(16, 32, nt=2, global_grid=True, land=False)[["sst"]]
+    model = _train(ds, var="sst", crop=8)
+    coarse = xsr.coarsen(ds, factor=2)
+    fine = coarse.sr.downscale(factor=2, method="cnn", model=model)
+    assert fine["sst"].attrs.get("xsr_method") == "cnn"
+    w = cell_areas(fine["sst"])
+    assert conservation_error(fine["sst"].values, coarse["sst"].values, 2, weights=w) < 1e-12
+    # periodic: rolling the input by whole coarse cells rolls the output
+    shifted = coarse.copy()
+    shifted["sst"] = coarse["sst"].roll(lon=5, roll_coords=False)
+    rolled = shifted.sr.downscale(factor=2, method="cnn", model=model, periodic=True)
+    np.testing.assert_allclose(
+        rolled["sst"].values, np.roll(fine["sst"].values, 10, axis=-1), rtol=0, atol=1e-12
+    )
+
+
+def test_multiplicative_model_never_negative() -> None:
+    ds = xsr.testing.projected_dataset(32, 32, nt=3, seed=3)
+    rain = np.maximum(ds["ssh"] * 30.0 + 1.0, 0.0) ** 2
+    rain.attrs["units"] = "kg m-2"
+    model = _train(rain.rename("pr"), conserve="multiplicative")
+    coarse = xsr.coarsen(rain.rename("pr"), factor=2)
+    fine = coarse.sr.downscale(factor=2, method="cnn", model=model, conserve="multiplicative")
+    assert float(fine.min()) >= 0.0
+    assert conservation_error(fine.values, coarse.values, 2) < 1e-12
+
+
+def test_cli(hr: xr.Dataset, saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "coarse.nc"
+    _coarse(hr).to_netcdf(src)
+    out = tmp_path / "fine.nc"
+    rc = main(["downscale", str(src), str(out), "-f", "2", "-m", "cnn", "--model", str(saved)])
+    assert rc == 0
+    with xr.open_dataset(out) as fine, xr.open_dataset(src) as coarse:
+        assert fine["ssh"].attrs["xsr_model"] == str(saved)
+        assert conservation_error(fine["ssh"].values, coarse["ssh"].values, 2) < 1e-12
+    rc = main(["downscale", str(src), str(tmp_path / "x.nc"), "-f", "4", "-m", "cnn",
+               "--model", str(saved)])  # fmt: skip
+    assert rc == 2
+    assert "does not match the trained model's factor" in capsys.readouterr().err
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_batch_cli_zarr(hr: xr.Dataset, saved: Path, tmp_path: Path) -> None:
+    src = tmp_path / "coarse.nc"
+    _coarse(hr).to_netcdf(src)
+    out = tmp_path / "fine.zarr"
+    rc = main(
+        ["downscale", str(src), str(out), "-f", "2", "-m", "cnn", "--model", str(saved),
+         "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    fine = xr.open_zarr(out)
+    coarse = xr.open_dataset(src)
+    assert conservation_error(fine["ssh"].values, coarse["ssh"].values, 2) < 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# the registry of published weights
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_register_model_validation(clean_registry: None) -> None:
+    with pytest.raises(OptionError, match="not a sha256 digest"):
+        models.register_model("m", url="https://example.org/m.pt", sha256="abc")
+    with pytest.raises(OptionError, match="non-empty string without"):
+        models.register_model("a/b", url="https://example.org/m.pt", sha256="0" * 64)
+    models.register_model("qg-test", url="https://example.org/m.pt", sha256="0" * 64)
+    assert "qg-test" in models.list_models()
+    with pytest.raises(OptionError, match="registered already"):
+        models.register_model("qg-test", url="https://example.org/m.pt", sha256="0" * 64)
+    with pytest.raises(OptionError, match="did you mean 'qg-test'"):
+        models.load_model("qg-tset")
+
+
+def test_model_dir_override_and_offline(
+    clean_registry: None, saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models.register_model("qg-x2", url="https://example.invalid/qg-x2.pt", sha256=_sha(saved))
+    monkeypatch.setenv("XSR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("XSR_OFFLINE", "1")
+    monkeypatch.delenv("XSR_MODEL_DIR", raising=False)
+    with pytest.raises(DataUnavailableError, match="XSR_MODEL_DIR is not set"):
+        models.fetch_model("qg-x2")
+    d = tmp_path / "weights"
+    d.mkdir()
+    (d / "qg-x2.pt").write_bytes(saved.read_bytes())
+    monkeypatch.setenv("XSR_MODEL_DIR", str(d))
+    assert models.fetch_model("qg-x2") == d / "qg-x2.pt"
+    loaded = models.load_model("qg-x2")
+    assert isinstance(loaded, TrainedModel) and loaded.factor == 2
+    # by name through the accessor
+    hr = xsr.testing.projected_dataset(48, 48, nt=3)
+    coarse = _coarse(hr)
+    fine = coarse.sr.downscale(factor=2, method="cnn", model="qg-x2")
+    assert conservation_error(fine["ssh"].values, coarse["ssh"].values, 2) < 1e-12
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server (loopback only) serving a directory."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_with_pooch(
+    clean_registry: None,
+    saved: Path,
+    tmp_path: Path,
+    http_dir: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, root = http_dir
+    (root / "w.pt").write_bytes(saved.read_bytes())
+    monkeypatch.setenv("XSR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("XSR_MODEL_DIR", raising=False)
+    monkeypatch.delenv("XSR_OFFLINE", raising=False)
+    models.register_model("srv", url=f"{base}/w.pt", sha256=_sha(saved))
+    path = models.fetch_model("srv")
+    assert path == tmp_path / "cache" / "models" / "srv.pt"
+    assert _sha(path) == _sha(saved)
+    # cached: works offline now
+    monkeypatch.setenv("XSR_OFFLINE", "1")
+    assert models.fetch_model("srv") == path
+    monkeypatch.delenv("XSR_OFFLINE")
+    # a wrong hash is refused, nothing is kept under the registered name
+    models.register_model("bad", url=f"{base}/w.pt", sha256="0" * 64)
+    with pytest.raises(ValueError, match=r"(?i)hash"):
+        models.fetch_model("bad")
+    assert not (tmp_path / "cache" / "models" / "bad.pt").exists()

@@ -1,0 +1,220 @@
+"""Downscaling with a trained super-resolution network (``method="cnn"``).
+
+The network (a :class:`~xsr.training.TrainedModel`, a saved file or a registered name, see
+:mod:`xsr.models`) runs on normalised fields with its own enforcement layer, given the fine
+cell areas and mask; :func:`~xsr.methods.base.downscale_array` then enforces the result once
+more in the compute dtype against the original coarse field, so conservation holds to the
+round-off of that dtype whatever the network's precision.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..exceptions import OptionError
+from .base import Method, fill_nan
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..conserve import ConserveMode
+    from ..training import TrainedModel
+
+__all__ = ["CNN"]
+
+_LOADED: dict[Any, TrainedModel] = {}
+_LOCK = threading.Lock()
+
+
+def _key(model: str | os.PathLike[str]) -> Any:
+    path = Path(model).expanduser()
+    if path.is_file():
+        st = path.stat()
+        return ("file", str(path.resolve()), st.st_mtime_ns, st.st_size)
+    return ("name", str(model))
+
+
+def _resolve(model: Any) -> TrainedModel:
+    """The trained model for ``model``, loaded at most once per process per file."""
+    from ..models import load_model
+    from ..training import TrainedModel
+
+    if isinstance(model, TrainedModel):
+        return model
+    key = _key(model)
+    with _LOCK:
+        tm = _LOADED.get(key)
+        if tm is None:
+            tm = load_model(model, device="cpu")
+            _LOADED[key] = tm
+    return tm
+
+
+def _radius(tm: TrainedModel) -> int:
+    """The network's receptive radius in coarse cells, measured once per network."""
+    net = tm.model
+    r = getattr(net, "_xsr_receptive_radius", None)
+    if r is None:
+        r = net.receptive_radius()
+        net._xsr_receptive_radius = r  # type: ignore[assignment]
+    return int(r)
+
+
+class CNN(Method):
+    """A trained conservative super-resolution network (:func:`xsr.train`).
+
+    Parameters
+    ----------
+    model : TrainedModel, str or path-like
+        The network: a :class:`~xsr.training.TrainedModel`, the path of a file written by
+        :meth:`TrainedModel.save <xsr.training.TrainedModel.save>`, or a registered name
+        (:func:`xsr.models.list_models`).  Files and names are loaded once per process.
+    halo : int, optional
+        Coarse cells of context a tile (or a periodic edge) gets on each side.  Default: the
+        network's receptive radius (:meth:`xsr.nn.sr.SRModel.receptive_radius`, measured once),
+        so that tiled runs give the untiled result.
+    batch_size : int, default 16
+        Fields per network call.
+
+    Notes
+    -----
+    The request is checked against the model before anything runs
+    (:meth:`check_request`): the factor must be the one the model was trained for, the
+    data's ``units`` those of its training data, and ``conserve`` the model's enforcement
+    (or ``None`` to switch the final enforcement off).  Missing (NaN) coarse cells are
+    filled from their neighbours before the network sees them and are NaN again in the
+    output.
+    """
+
+    name = "cnn"
+    halo: ClassVar[int] = 8
+    handles_nan: ClassVar[bool] = True
+
+    def __init__(self, *, model: Any = None, halo: int | None = None, batch_size: int = 16) -> None:
+        from ..training import TrainedModel
+
+        if model is None:
+            raise OptionError(
+                "method 'cnn' needs model=: a TrainedModel (xsr.train(...)), the path of a "
+                "saved model, or a registered name (xsr.models.list_models())"
+            )
+        if not isinstance(model, TrainedModel | str | os.PathLike):
+            raise OptionError(
+                f"model must be a TrainedModel, a file path or a registered name, got "
+                f"{type(model).__name__}"
+            )
+        if halo is not None and (isinstance(halo, bool) or not isinstance(halo, int) or halo < 0):
+            raise OptionError(f"halo must be an integer >= 0 (coarse cells), got {halo!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.model = model
+        self.batch_size = batch_size
+        self._halo_option = halo
+        # loads the model now (errors surface here, not in a dask task); cached per process
+        self.halo = _radius(self.trained) if halo is None else halo  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"CNN(model={self._describe_model()})"
+
+    def _describe_model(self) -> str:
+        from ..training import TrainedModel
+
+        if isinstance(self.model, TrainedModel):
+            return repr(self.model)
+        return repr(os.fspath(self.model))
+
+    def options(self) -> dict[str, Any]:
+        from ..training import TrainedModel
+
+        opts: dict[str, Any] = {
+            "model": self.model if isinstance(self.model, TrainedModel) else os.fspath(self.model)
+        }
+        if self._halo_option is not None:
+            opts["halo"] = self._halo_option
+        if self.batch_size != 16:
+            opts["batch_size"] = self.batch_size
+        return opts
+
+    @property
+    def trained(self) -> TrainedModel:
+        """The :class:`~xsr.training.TrainedModel` (loaded on first use)."""
+        return _resolve(self.model)
+
+    def check_request(
+        self,
+        *,
+        factor: int,
+        conserve: ConserveMode | None,
+        bounds: tuple[float | None, float | None] | None,
+        units: str | None,
+        name: str,
+    ) -> None:
+        tm = self.trained
+        tm.check_factor(factor)
+        try:
+            tm.check_units(units, name=f"variable {name!r}")
+        except OptionError as e:
+            hint = ""
+            if tm.var is not None and tm.var != name:
+                hint = (
+                    f"; or downscale only the variable(s) the model fits, e.g. "
+                    f"ds[[{tm.var!r}]].sr.downscale(...)"
+                )
+            raise OptionError(f"{e}{hint}") from None
+        if conserve is not None and tm.conserve is not None and conserve != tm.conserve:
+            raise OptionError(
+                f"conserve={conserve!r} differs from the enforcement the model was trained "
+                f"with ({tm.conserve!r}); allowed: {tm.conserve!r} or None. Fix: pass "
+                f"conserve={tm.conserve!r}"
+                + (f", bounds={tm.bounds!r}" if tm.conserve == "bounded" else "")
+            )
+
+    def upscale(self, x: torch.Tensor, factor: int, **context: Any) -> torch.Tensor:
+        import torch
+
+        tm = self.trained
+        tm.check_factor(factor)
+        net = tm.model
+        param = next(net.parameters())
+        if param.device != x.device:
+            with _LOCK:
+                net.to(x.device)
+            param = next(net.parameters())
+        dt = param.dtype
+        *lead, ny, nx = x.shape
+        flat = x.reshape(-1, ny, nx)
+        filled = fill_nan(flat, self.halo + 1)
+        xn = ((filled - tm.mean) / tm.std).to(dt)
+        weights = context.get("weights")
+        mask = context.get("mask")
+        w_t = None
+        if weights is not None:
+            w_t = torch.as_tensor(weights, device=x.device).to(dt)
+            if w_t.ndim > 2:
+                w_t = w_t.expand(*lead, ny * factor, nx * factor).reshape(
+                    -1, 1, ny * factor, nx * factor
+                )
+        m_t = None
+        if mask is not None:
+            m_t = torch.as_tensor(mask, device=x.device).to(torch.bool)
+            m_t = m_t.expand(*lead, ny * factor, nx * factor).reshape(
+                -1, 1, ny * factor, nx * factor
+            )
+        outs = []
+        bs = self.batch_size
+        net.eval()
+        with torch.no_grad():
+            for i in range(0, xn.shape[0], bs):
+                xb = xn[i : i + bs, None]
+                if net.enforce is None:
+                    yb = net(xb)
+                else:
+                    wb = w_t if w_t is None or w_t.ndim == 2 else w_t[i : i + bs]
+                    mb = None if m_t is None else m_t[i : i + bs]
+                    yb = net(xb, weights=wb, mask=mb)
+                outs.append(yb[:, 0])
+        y = torch.cat(outs, dim=0).to(x.dtype) * tm.std + tm.mean
+        return y.reshape(*lead, ny * factor, nx * factor)

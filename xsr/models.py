@@ -1,0 +1,264 @@
+"""Trained networks by name: a registry of published weights, fetched with pooch.
+
+:func:`load_model` turns what a user passes as ``model=`` (to ``method="cnn"``, the CLI's
+``--model`` or :func:`xsr.distill`) into a :class:`~xsr.training.TrainedModel`:
+
+* a :class:`~xsr.training.TrainedModel` is used as it is;
+* a path to a file written by :meth:`TrainedModel.save <xsr.training.TrainedModel.save>`
+  is loaded (``~`` expanded);
+* otherwise the value is a registry name (:func:`list_models`), resolved by
+  :func:`fetch_model`.
+
+:func:`fetch_model` looks in this order:
+
+1. ``XSR_MODEL_DIR``: a directory holding ``<name>.pt`` files (offline override; no network).
+2. Weights shipped inside the package (``xsr/data/models``).
+3. The cache, ``XSR_CACHE_DIR/models`` (default ``pooch.os_cache("xsr")/models``).
+4. A download with :mod:`pooch` from the registered URL, checked against its sha256.
+   ``XSR_OFFLINE=1`` forbids this step.
+
+Teams publish their own weights with :func:`register_model` (a URL and its sha256).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import DataUnavailableError, OptionError
+
+if TYPE_CHECKING:
+    from .training import TrainedModel
+
+__all__ = [
+    "ModelSource",
+    "fetch_model",
+    "list_models",
+    "load_model",
+    "register_model",
+]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a named trained network comes from.
+
+    Attributes
+    ----------
+    name : str
+        Registry name; the file is ``<name>.pt``.
+    sha256 : str
+        sha256 of the file (checked on download, and by the tests for shipped weights).
+    description : str
+        What the network does and what it was trained on.
+    url : str or None
+        Download address; ``None`` for weights shipped inside the package.
+    package_file : str or None
+        File name under ``xsr/data/models`` for weights shipped inside the package.
+    licence : str
+        Licence and credit of the weights (and of their training data).
+    """
+
+    name: str
+    sha256: str
+    description: str = ""
+    url: str | None = None
+    package_file: str | None = None
+    licence: str = ""
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.pt"
+
+
+#: Weights published with xsr (see ``scripts/make_models.py`` for how they were trained).
+_BUILTIN: tuple[ModelSource, ...] = ()
+_REGISTRY: dict[str, ModelSource] = {s.name: s for s in _BUILTIN}
+
+
+def list_models() -> list[str]:
+    """Names of the registered trained networks (shipped and registered at run time)."""
+    return sorted(_REGISTRY)
+
+
+def model_source(name: str) -> ModelSource:
+    """The :class:`ModelSource` registered under ``name``."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        available = list_models()
+        close = difflib.get_close_matches(str(name), available, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise OptionError(
+            f"unknown trained model {name!r}; {hint}registered names: {available}; pass a "
+            "registered name, the path of a file written by TrainedModel.save, or a "
+            "TrainedModel"
+        )
+    return _REGISTRY[name]
+
+
+def register_model(
+    name: str,
+    *,
+    url: str,
+    sha256: str,
+    description: str = "",
+    licence: str = "",
+    overwrite: bool = False,
+) -> ModelSource:
+    """Make published weights available by name (to :func:`load_model` and ``model=``).
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"natl60-ssh-edsr-x8"``; ``XSR_MODEL_DIR/<name>.pt`` overrides
+        the download.
+    url : str
+        Where :mod:`pooch` downloads the file (``https://``, ``ftp://``, ``doi:``...).
+    sha256 : str
+        64 hex digits: the download is refused when the file does not match.
+    description, licence : str
+    overwrite : bool, default False
+        Replace an existing entry of that name.
+
+    Returns
+    -------
+    ModelSource
+    """
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name:
+        raise OptionError(f"model name must be a non-empty string without '/', got {name!r}")
+    h = str(sha256).lower()
+    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise OptionError(
+            f"sha256={sha256!r} is not a sha256 digest (64 hex digits); compute it with "
+            "`sha256sum FILE` or pooch.file_hash(FILE)"
+        )
+    if not isinstance(url, str) or not url:
+        raise OptionError(f"url must be a non-empty string, got {url!r}")
+    if name in _REGISTRY and not overwrite:
+        raise OptionError(
+            f"a model named {name!r} is registered already; pass overwrite=True to replace it"
+        )
+    src = ModelSource(name=name, sha256=h, description=description, url=url, licence=licence)
+    _REGISTRY[name] = src
+    return src
+
+
+def _offline() -> bool:
+    from .datasets import _offline as offline
+
+    return offline()
+
+
+def _cache_dir() -> Path:
+    from .datasets import _cache_dir as cache
+
+    return cache() / "models"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_model(name: str) -> Path:
+    """Local path of the weights registered as ``name``, downloading them if needed.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_models`.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    OptionError
+        Unknown name (with a suggestion).
+    DataUnavailableError
+        Not in ``XSR_MODEL_DIR``, not shipped, not cached, and ``XSR_OFFLINE`` forbids the
+        download.
+    """
+    src = model_source(name)
+    raw = os.environ.get("XSR_MODEL_DIR", "")
+    model_dir = Path(raw).expanduser() if raw else None
+    if model_dir is not None and (model_dir / src.filename).is_file():
+        return model_dir / src.filename
+    if src.package_file is not None:
+        ref = resources.files(__package__ or "xsr").joinpath("data", "models", src.package_file)
+        with resources.as_file(ref) as path:
+            return Path(path)
+    cache = _cache_dir()
+    target = cache / src.filename
+    looked = (
+        "XSR_MODEL_DIR is not set"
+        if model_dir is None
+        else f"XSR_MODEL_DIR={str(model_dir)!r} holds no file {src.filename!r}"
+    )
+    if _offline():
+        if target.is_file() and _sha256(target) == src.sha256:
+            return target
+        raise DataUnavailableError(
+            f"trained model {name!r} is not available offline: {looked}, and the cache "
+            f"{str(cache)!r} holds no valid copy, and XSR_OFFLINE="
+            f"{os.environ.get('XSR_OFFLINE')!r} forbids downloading it from {src.url}. Fix: "
+            f"put {src.filename!r} in a directory and set XSR_MODEL_DIR to it, or unset "
+            "XSR_OFFLINE."
+        )
+    import pooch
+
+    assert src.url is not None
+    cache.mkdir(parents=True, exist_ok=True)
+    return Path(
+        pooch.retrieve(
+            src.url, f"sha256:{src.sha256}", fname=src.filename, path=cache, progressbar=False
+        )
+    )
+
+
+def load_model(model: Any, *, device: str | None = None) -> TrainedModel:
+    """A :class:`~xsr.training.TrainedModel` from a model, a file path or a registry name.
+
+    Parameters
+    ----------
+    model : TrainedModel, str or path-like
+        A trained model (returned as it is), the path of a file written by
+        :meth:`TrainedModel.save <xsr.training.TrainedModel.save>`, or a registered name
+        (:func:`list_models`).
+    device : str, optional
+        Where to put a loaded network (``None``: the global ``device`` option).
+
+    Returns
+    -------
+    TrainedModel
+    """
+    from .training import TrainedModel
+
+    if isinstance(model, TrainedModel):
+        return model
+    if not isinstance(model, str | os.PathLike):
+        raise OptionError(
+            f"model must be a TrainedModel, the path of a saved model or a registered name "
+            f"({list_models()}), got {type(model).__name__}"
+        )
+    path = Path(model).expanduser()
+    if path.is_file():
+        return TrainedModel.load(path, device=device)
+    if isinstance(model, str) and model in _REGISTRY:
+        return TrainedModel.load(fetch_model(model), device=device)
+    available = list_models()
+    close = difflib.get_close_matches(str(model), available, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise OptionError(
+        f"model={str(model)!r} is neither an existing file nor a registered model name"
+        f"{hint}; registered names: {available}. Fix: pass the path of a file written by "
+        "TrainedModel.save (xsr.train(...).save(path)) or one of the registered names"
+    )
