@@ -186,3 +186,24 @@ def test_upsampler_prime_chain(factor: int, shuffles: int, interps: int) -> None
     assert kinds.count("Upsample") == interps
     with torch.no_grad():
         assert up(torch.zeros(1, 4, 3, 2)).shape == (1, 4, 3 * factor, 2 * factor)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, None), (None, 1.0), (-1.0, 2.0)])
+def test_soft_bound_keeps_gradient_outside_bounds(bounds: tuple[float | None, float | None]):
+    from xsr.nn.sr import soft_bound
+
+    x = torch.linspace(-10.0, 10.0, 201, dtype=torch.float64, requires_grad=True)
+    y = soft_bound(x, bounds)
+    lo, hi = bounds
+    if lo is not None:
+        assert bool((y > lo).all())
+    if hi is not None:
+        assert bool((y < hi).all())
+    assert bool((torch.diff(y) > 0).all())  # monotone: order is kept
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert bool((g > 0).all())  # unlike a clip, a gradient everywhere
+    # close to the identity well inside the bounds
+    inside = 0.5 if lo is not None and hi is not None else 5.0
+    c = (lo + hi) / 2 if lo is not None and hi is not None else inside * (1 if lo == 0.0 else -1)
+    i = int(torch.argmin((x - c).abs()))
+    assert abs(float(y.detach()[i]) - float(x.detach()[i])) < 0.05

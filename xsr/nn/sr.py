@@ -59,6 +59,7 @@ __all__ = [
     "SRModelName",
     "SubPixelUpsampler",
     "build_sr_model",
+    "soft_bound",
 ]
 
 SRModelName = Literal["srcnn", "lapsrn", "dense-unet", "dbpn", "srdensenet", "edsr", "rdn"]
@@ -87,6 +88,28 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+
+
+def soft_bound(x: torch.Tensor, bounds: Sequence[float | None] | None) -> torch.Tensor:
+    """Map ``x`` smoothly into ``bounds`` (differentiable everywhere, unlike a clip).
+
+    ``lo + softplus(x - lo)`` below a lower bound only, ``hi - softplus(hi - x)`` for an
+    upper bound only, and ``lo + (hi - lo) * sigmoid(...)`` (the identity's slope at the
+    centre) for both; values well inside the bounds are nearly unchanged.  Networks with
+    ``conserve="bounded"`` apply it before the enforcement layer, so that training gets a
+    gradient where the raw output leaves the bounds (the layer's clip would give none).
+    """
+    if bounds is None:
+        return x
+    lo, hi = bounds
+    if lo is not None and hi is not None:
+        width = float(hi) - float(lo)
+        return float(lo) + width * torch.sigmoid(4.0 * (x - (float(lo) + width / 2)) / width)
+    if lo is not None:
+        return float(lo) + F.softplus(x - float(lo))
+    if hi is not None:
+        return float(hi) - F.softplus(float(hi) - x)
+    return x
 
 
 class SubPixelUpsampler(nn.Sequential):
@@ -225,6 +248,8 @@ class SRModel(nn.Module):
         fine = self.features(coarse)
         if self.conserve == "multiplicative":
             fine = F.softplus(fine)
+        elif self.conserve == "bounded" and self.enforce is not None:
+            fine = soft_bound(fine, self.enforce.bounds)
         if self.enforce is None:
             if weights is not None or mask is not None:
                 raise OptionError(
