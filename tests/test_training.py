@@ -145,3 +145,30 @@ def test_option_errors() -> None:
         _train(hr, crop=18)
     with pytest.raises(OptionError, match="var="):
         _train(xsr.testing.lonlat_dataset(24, 32, nt=2))
+
+
+def test_augment_keeps_pairs_consistent() -> None:
+    """Each symmetry maps coarse blocks to coarse blocks: the augmented fine crop still
+    averages to the augmented coarse crop (with its weights moved alike)."""
+    from xsr.conserve import block_mean
+    from xsr.training import _augment
+
+    rng = np.random.default_rng(1)
+    for shape in ((6, 6), (6, 4)):
+        fs = rng.normal(size=(16, shape[0] * 2, shape[1] * 2))
+        ws = rng.uniform(0.5, 2.0, size=fs.shape)
+        cs = block_mean(fs, 2, weights=ws)
+        ca, fa, wa = _augment(cs, fs, ws, np.random.default_rng(0))
+        assert wa is not None
+        np.testing.assert_allclose(block_mean(fa, 2, weights=wa), ca, rtol=0, atol=1e-12)
+        assert not np.array_equal(ca, cs)  # something was transformed
+        # a symmetry permutes values: the multiset of each crop is unchanged
+        np.testing.assert_allclose(np.sort(fa.reshape(16, -1)), np.sort(fs.reshape(16, -1)))
+
+
+def test_train_with_augment() -> None:
+    tm = _train(_hr(), augment=True, epochs=2)
+    assert all(np.isfinite(v) for v in tm.history["train"])  # type: ignore[arg-type]
+    coarse = xsr.coarsen(_hr(), factor=4)
+    pred = tm.predict(coarse)
+    assert conservation_error(pred.values, coarse.values, 4) < 1e-12

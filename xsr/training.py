@@ -403,6 +403,31 @@ class TrainedModel:
 # --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
+def _augment(
+    cs: np.ndarray, fs: np.ndarray, ws: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One random symmetry of the square per crop, applied alike to the coarse crop, the
+    fine crop and its weights (flips only when the crops are not square)."""
+    square = cs.shape[-1] == cs.shape[-2]
+    n_sym = 8 if square else 4
+    cs, fs = cs.copy(), fs.copy()
+    ws = None if ws is None else ws.copy()
+
+    def sym(a: np.ndarray, t: int) -> np.ndarray:
+        if square:
+            a = np.rot90(a, t % 4, axes=(-2, -1))
+            return a[..., ::-1] if t >= 4 else a
+        a = a[..., ::-1, :] if t & 1 else a
+        return a[..., :, ::-1] if t & 2 else a
+
+    for b, t in enumerate(rng.integers(0, n_sym, size=cs.shape[0])):
+        cs[b] = sym(cs[b], int(t))
+        fs[b] = sym(fs[b], int(t))
+        if ws is not None:
+            ws[b] = sym(ws[b], int(t))
+    return cs, fs, ws
+
+
 def _masked_mse(
     out: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
 ) -> tuple[torch.Tensor, int]:
@@ -435,6 +460,7 @@ def train(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     model_options: Mapping[str, Any] | None = None,
+    augment: bool = False,
 ) -> TrainedModel:
     """Train a conservative super-resolution network on high-resolution fields.
 
@@ -486,6 +512,12 @@ def train(
         Show a tqdm progress bar.
     model_options : mapping, optional
         Extra keyword options of the network (widths, depths...).
+    augment : bool, default False
+        Apply a random symmetry of the square to each crop (flips, and 90-degree rotations
+        when the crops are square), to the coarse crop, the fine crop and their cell areas
+        alike.  Only for fields whose statistics have these symmetries (for example
+        f-plane turbulence in a doubly periodic box); not for fields with a preferred
+        direction (the beta effect, coastlines, prevailing winds).
 
     Returns
     -------
@@ -609,6 +641,8 @@ def train(
             ws = np.stack(
                 [w_full[p * f : (p + cy) * f, q * f : (q + cx) * f] for p, q in zip(i, j)]
             )
+        if augment:
+            cs, fs, ws = _augment(cs, fs, ws, rng)
         c_t = torch.from_numpy(cs[:, None]).to(dev)
         f_t = torch.from_numpy(fs[:, None]).to(dev)
         w_t = None if ws is None else torch.from_numpy(ws[:, None]).to(dev)
