@@ -420,11 +420,12 @@ def _augment(
         a = a[..., ::-1, :] if t & 1 else a
         return a[..., :, ::-1] if t & 2 else a
 
-    for b, t in enumerate(rng.integers(0, n_sym, size=cs.shape[0])):
-        cs[b] = sym(cs[b], int(t))
-        fs[b] = sym(fs[b], int(t))
+    picks: list[int] = [int(t) for t in rng.integers(0, n_sym, size=(cs.shape[0],))]
+    for b, t in enumerate(picks):
+        cs[b] = sym(cs[b], t)
+        fs[b] = sym(fs[b], t)
         if ws is not None:
-            ws[b] = sym(ws[b], int(t))
+            ws[b] = sym(ws[b], t)
     return cs, fs, ws
 
 
