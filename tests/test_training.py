@@ -172,3 +172,10 @@ def test_train_with_augment() -> None:
     coarse = xsr.coarsen(_hr(), factor=4)
     pred = tm.predict(coarse)
     assert conservation_error(pred.values, coarse.values, 4) < 1e-12
+
+
+def test_val_fraction_zero_uses_every_field() -> None:
+    tm = _train(_hr(), val_fraction=0.0, epochs=1)
+    assert tm.history["val"] == [None]
+    tm2 = _train(_hr(), val_fraction=0.2, epochs=1)
+    assert tm2.history["val"][0] is not None

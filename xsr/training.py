@@ -500,7 +500,8 @@ def train(
         Adam learning rate.
     val_fraction : float, default 0.2
         Fraction of the first leading dimension (time) held out, at its end, for validation
-        (at least one index when it has >= 2).
+        (at least one index when it has >= 2); 0: no validation, the training loss decides
+        the best epoch and early stopping.
     patience : int, default 5
         Epochs without improvement of the validation loss before stopping.
     seed : int, default 0
@@ -580,7 +581,7 @@ def train(
     coarse = np.asarray(coarse_da.values, np.float64)
     n_lead0 = int(da.sizes[lead[0]]) if lead else 1
     n_val = 0
-    if n_lead0 >= 2:
+    if n_lead0 >= 2 and val_fraction > 0:
         n_val = min(n_lead0 - 1, max(1, round(val_fraction * n_lead0)))
     n_train = n_lead0 - n_val
     fine = fine.reshape(n_lead0, -1, ny, nx)
