@@ -207,3 +207,24 @@ def test_soft_bound_keeps_gradient_outside_bounds(bounds: tuple[float | None, fl
     c = (lo + hi) / 2 if lo is not None and hi is not None else inside * (1 if lo == 0.0 else -1)
     i = int(torch.argmin((x - c).abs()))
     assert abs(float(y.detach()[i]) - float(x.detach()[i])) < 0.05
+
+
+@pytest.mark.parametrize("name", list(SR_MODELS))
+def test_skip_adds_bicubic(name: str) -> None:
+    """skip=True adds the bicubic interpolation of the input to the same network's output."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    plain = build_sr_model(name, factor=2, conserve=None).eval()
+    skip = build_sr_model(name, factor=2, conserve=None, skip=True).eval()
+    skip.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 9, 10)
+    with torch.no_grad():
+        diff = skip(x) - plain(x)
+    up = F.interpolate(x, size=(18, 20), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(diff, up, rtol=0, atol=1e-5)
+    enforced = build_sr_model(name, factor=2, skip=True).eval()
+    xd = x.double()
+    with torch.no_grad():
+        y = enforced.double()(xd)
+    assert conservation_error(y, xd, 2) < 1e-12

@@ -181,6 +181,10 @@ class SRModel(nn.Module):
         Channels of the output; defaults to ``in_channels``, and must equal it when
         ``conserve`` is not ``None`` (each output channel is conserved against the same input
         channel).
+    skip : bool, default False
+        Add the bicubic interpolation of the input to the network's output, so that the
+        network learns a correction to it (a global skip connection; with few training
+        fields the network then starts from bicubic instead of from noise).
     """
 
     enforce: Enforce | None
@@ -193,6 +197,7 @@ class SRModel(nn.Module):
         bounds: Sequence[float | None] | None = None,
         in_channels: int = 1,
         out_channels: int | None = None,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         f, mode, b = check_options(factor, conserve, bounds)
@@ -210,6 +215,12 @@ class SRModel(nn.Module):
         self.conserve: ConserveMode | None = mode
         self.in_channels = int(in_channels)
         self.out_channels = out_channels
+        if skip and out_channels != in_channels:
+            raise OptionError(
+                f"skip=True adds the bicubic interpolation of the input to the output, which "
+                f"needs out_channels == in_channels, got {out_channels} and {in_channels}"
+            )
+        self.skip = bool(skip)
         self.enforce = None if mode is None else Enforce(f, mode, bounds=b)
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
@@ -246,6 +257,8 @@ class SRModel(nn.Module):
                 f"got shape {tuple(coarse.shape)}"
             )
         fine = self.features(coarse)
+        if self.skip:
+            fine = fine + _resize(coarse, self.fine_size(coarse))
         if self.conserve == "multiplicative":
             fine = F.softplus(fine)
         elif self.conserve == "bounded" and self.enforce is not None:
@@ -321,7 +334,7 @@ class SRModel(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"factor={self.factor}, conserve={self.conserve!r}, in_channels={self.in_channels}, "
-            f"out_channels={self.out_channels}"
+            f"out_channels={self.out_channels}, skip={self.skip}"
         )
 
 
@@ -333,15 +346,12 @@ class SRCNN(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels
+    factor, conserve, bounds, in_channels, out_channels, skip
         See :class:`SRModel`.
     channels : (int, int), default (64, 32)
         Widths of the first two convolutions.
     kernels : (int, int, int), default (9, 5, 5)
         Kernel sizes (odd).
-    residual : bool, default False
-        Add the bicubic field to the output (learn a correction) instead of the original
-        direct mapping.
 
     Notes
     -----
@@ -356,9 +366,9 @@ class SRCNN(SRModel):
         bounds: Sequence[float | None] | None = None,
         in_channels: int = 1,
         out_channels: int | None = None,
+        skip: bool = False,
         channels: tuple[int, int] = (64, 32),
         kernels: tuple[int, int, int] = (9, 5, 5),
-        residual: bool = False,
     ) -> None:
         super().__init__(
             factor=factor,
@@ -366,12 +376,10 @@ class SRCNN(SRModel):
             bounds=bounds,
             in_channels=in_channels,
             out_channels=out_channels,
+            skip=skip,
         )
-        if residual and self.out_channels != self.in_channels:
-            raise OptionError("residual=True needs out_channels == in_channels")
         c1, c2 = channels
         k1, k2, k3 = kernels
-        self.residual = residual
         self.body = nn.Sequential(
             _conv(self.in_channels, c1, k1),
             nn.ReLU(),
@@ -383,7 +391,7 @@ class SRCNN(SRModel):
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
         up = _resize(coarse, self.fine_size(coarse))
         out = self.body(up)
-        return out + up if self.residual else out
+        return out
 
 
 class LapSRN(SRModel):
@@ -397,7 +405,7 @@ class LapSRN(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels
+    factor, conserve, bounds, in_channels, out_channels, skip
         See :class:`SRModel`.
     channels : int, default 32
         Feature width.
@@ -417,6 +425,7 @@ class LapSRN(SRModel):
         bounds: Sequence[float | None] | None = None,
         in_channels: int = 1,
         out_channels: int | None = None,
+        skip: bool = False,
         channels: int = 32,
         depth: int = 3,
     ) -> None:
@@ -426,6 +435,7 @@ class LapSRN(SRModel):
             bounds=bounds,
             in_channels=in_channels,
             out_channels=out_channels,
+            skip=skip,
         )
         self.levels = max(1, math.ceil(math.log2(self.factor) - 1e-9))
         cin, cout = self.in_channels, self.out_channels
@@ -466,7 +476,7 @@ class DenseUNet(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels
+    factor, conserve, bounds, in_channels, out_channels, skip
         See :class:`SRModel`.
     channels : int, default 32
         Width between blocks.
@@ -490,6 +500,7 @@ class DenseUNet(SRModel):
         bounds: Sequence[float | None] | None = None,
         in_channels: int = 1,
         out_channels: int | None = None,
+        skip: bool = False,
         channels: int = 32,
         growth: int = 16,
         layers: int = 3,
@@ -501,6 +512,7 @@ class DenseUNet(SRModel):
             bounds=bounds,
             in_channels=in_channels,
             out_channels=out_channels,
+            skip=skip,
         )
 
         def block(cin: int) -> nn.Sequential:
@@ -523,9 +535,9 @@ class DenseUNet(SRModel):
             skips.append(x)
             x = F.avg_pool2d(x, 2, ceil_mode=True)
         x = self.bottom(x)
-        for blk, skip in zip(self.up, reversed(skips), strict=True):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = blk(torch.cat([x, skip], dim=1))
+        for blk, enc in zip(self.up, reversed(skips), strict=True):
+            x = F.interpolate(x, size=enc.shape[-2:], mode="bilinear", align_corners=False)
+            x = blk(torch.cat([x, enc], dim=1))
         x = self.fine_block(self.upsample(x))
         return self.tail(x)
 
@@ -570,7 +582,7 @@ class DBPN(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels
+    factor, conserve, bounds, in_channels, out_channels, skip
         See :class:`SRModel`.
     channels : int, default 32
         Feature width.
@@ -590,6 +602,7 @@ class DBPN(SRModel):
         bounds: Sequence[float | None] | None = None,
         in_channels: int = 1,
         out_channels: int | None = None,
+        skip: bool = False,
         channels: int = 32,
         stages: int = 2,
     ) -> None:
@@ -599,6 +612,7 @@ class DBPN(SRModel):
             bounds=bounds,
             in_channels=in_channels,
             out_channels=out_channels,
+            skip=skip,
         )
         if stages < 1:
             raise OptionError(f"stages must be >= 1, got {stages}")
@@ -630,7 +644,7 @@ class SRDenseNet(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels
+    factor, conserve, bounds, in_channels, out_channels, skip
         See :class:`SRModel`.
     blocks : int, default 4
         Dense blocks.
@@ -654,6 +668,7 @@ class SRDenseNet(SRModel):
         bounds: Sequence[float | None] | None = None,
         in_channels: int = 1,
         out_channels: int | None = None,
+        skip: bool = False,
         blocks: int = 4,
         layers: int = 4,
         growth: int = 16,
@@ -665,6 +680,7 @@ class SRDenseNet(SRModel):
             bounds=bounds,
             in_channels=in_channels,
             out_channels=out_channels,
+            skip=skip,
         )
         width = layers * growth
         self.head = _conv(self.in_channels, width)
@@ -704,7 +720,7 @@ class EDSR(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels
+    factor, conserve, bounds, in_channels, out_channels, skip
         See :class:`SRModel`.
     blocks : int, default 8
         Residual blocks.
@@ -726,6 +742,7 @@ class EDSR(SRModel):
         bounds: Sequence[float | None] | None = None,
         in_channels: int = 1,
         out_channels: int | None = None,
+        skip: bool = False,
         blocks: int = 8,
         channels: int = 32,
         res_scale: float = 1.0,
@@ -736,6 +753,7 @@ class EDSR(SRModel):
             bounds=bounds,
             in_channels=in_channels,
             out_channels=out_channels,
+            skip=skip,
         )
         self.head = _conv(self.in_channels, channels)
         self.body = nn.Sequential(
@@ -767,7 +785,7 @@ class RDN(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels
+    factor, conserve, bounds, in_channels, out_channels, skip
         See :class:`SRModel`.
     blocks : int, default 4
         Residual dense blocks (D).
@@ -791,6 +809,7 @@ class RDN(SRModel):
         bounds: Sequence[float | None] | None = None,
         in_channels: int = 1,
         out_channels: int | None = None,
+        skip: bool = False,
         blocks: int = 4,
         layers: int = 4,
         growth: int = 16,
@@ -802,6 +821,7 @@ class RDN(SRModel):
             bounds=bounds,
             in_channels=in_channels,
             out_channels=out_channels,
+            skip=skip,
         )
         self.sfe1 = _conv(self.in_channels, channels)
         self.sfe2 = _conv(channels, channels)
