@@ -179,3 +179,29 @@ def test_val_fraction_zero_uses_every_field() -> None:
     assert tm.history["val"] == [None]
     tm2 = _train(_hr(), val_fraction=0.2, epochs=1)
     assert tm2.history["val"][0] is not None
+
+
+def test_coastal_crops_filled_like_inference() -> None:
+    """With min_valid < 1 crops may hold land: their inputs are filled as method='cnn'
+    fills them, and the validation loss is the loss of what predict returns."""
+    ds = xsr.testing.lonlat_dataset(24, 32, nt=3, seed=2)[["sst"]]
+    hr = ds["sst"]
+    assert bool(np.isnan(hr.values).any())
+    tm = _train(ds, var="sst", factor=2, crop=24, epochs=1, steps_per_epoch=2, min_valid=0.3)
+    assert all(np.isfinite(v) for v in tm.history["train"])  # type: ignore[arg-type]
+    # the recorded validation loss (last field, normalised MSE over valid fine cells) is
+    # reproduced by predict on that field
+    coarse = xsr.coarsen(hr, factor=2)
+    pred = tm.predict(coarse.isel(time=[-1]))
+    t = (hr.isel(time=[-1]).values - tm.mean) / tm.std
+    o = (pred.values - tm.mean) / tm.std
+    ok = np.isfinite(t)
+    mse = float(np.mean((o[ok] - t[ok]) ** 2))
+    val = tm.history["val"][-1]
+    assert val is not None
+    assert mse == pytest.approx(val, rel=1e-4)
+    with pytest.raises(OptionError, match="min_valid must be in"):
+        _train(ds, var="sst", min_valid=0.0)
+    # strict crops: the whole domain (the crop is clipped to it) holds land
+    with pytest.raises(OptionError, match="lower crop= or min_valid="):
+        _train(ds, var="sst", factor=2, crop=32, min_valid=1.0)

@@ -404,14 +404,20 @@ class TrainedModel:
 # training
 # --------------------------------------------------------------------------------------------
 def _augment(
-    cs: np.ndarray, fs: np.ndarray, ws: np.ndarray | None, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    cs: np.ndarray,
+    fs: np.ndarray,
+    ws: np.ndarray | None,
+    rng: np.random.Generator,
+    cbad: np.ndarray | None = None,
+) -> Any:
     """One random symmetry of the square per crop, applied alike to the coarse crop, the
-    fine crop and its weights (flips only when the crops are not square)."""
+    fine crop, its weights and (if given) the coarse crop's missing-cell mask (flips only
+    when the crops are not square).  Returns ``(cs, fs, ws)`` or ``(cs, fs, ws, cbad)``."""
     square = cs.shape[-1] == cs.shape[-2]
     n_sym = 8 if square else 4
     cs, fs = cs.copy(), fs.copy()
     ws = None if ws is None else ws.copy()
+    cbad = None if cbad is None else cbad.copy()
 
     def sym(a: np.ndarray, t: int) -> np.ndarray:
         if square:
@@ -426,7 +432,22 @@ def _augment(
         fs[b] = sym(fs[b], t)
         if ws is not None:
             ws[b] = sym(ws[b], t)
-    return cs, fs, ws
+        if cbad is not None:
+            cbad[b] = sym(cbad[b], t)
+    return (cs, fs, ws) if cbad is None else (cs, fs, ws, cbad)
+
+
+def _fill(a: np.ndarray, rings: int) -> np.ndarray:
+    """NaN cells of fields ``(n, ny, nx)`` filled as :class:`~xsr.methods.cnn.CNN` fills
+    them at inference (:func:`xsr.methods.base.fill_nan`), as float32."""
+    import torch
+
+    from .methods.base import fill_nan
+
+    if a.size == 0 or bool(np.isfinite(a).all()):
+        return a
+    t = fill_nan(torch.from_numpy(np.asarray(a, np.float64)), rings)
+    return np.ascontiguousarray(t.numpy().astype(np.float32))
 
 
 def _masked_mse(
@@ -462,6 +483,7 @@ def train(
     progress: bool = True,
     model_options: Mapping[str, Any] | None = None,
     augment: bool = False,
+    min_valid: float = 0.5,
 ) -> TrainedModel:
     """Train a conservative super-resolution network on high-resolution fields.
 
@@ -520,6 +542,11 @@ def train(
         alike.  Only for fields whose statistics have these symmetries (for example
         f-plane turbulence in a doubly periodic box); not for fields with a preferred
         direction (the beta effect, coastlines, prevailing winds).
+    min_valid : float, default 0.5
+        Smallest fraction of valid (non-NaN) coarse cells a crop may have.  Missing coarse
+        cells (land) are filled from their neighbours exactly as ``method="cnn"`` fills them
+        at inference, and their fine cells are left out of the loss, so the network learns
+        near coasts too; ``1.0`` keeps to crops without any missing coarse cell.
 
     Returns
     -------
@@ -554,6 +581,11 @@ def train(
     patience = _positive_int("patience", patience)
     if not (isinstance(val_fraction, int | float) and 0.0 <= val_fraction < 1.0):
         raise OptionError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not (isinstance(min_valid, int | float) and 0.0 < min_valid <= 1.0):
+        raise OptionError(
+            f"min_valid must be in (0, 1] (a fraction of valid coarse cells per crop), got "
+            f"{min_valid!r}"
+        )
     if not (isinstance(lr, int | float) and lr > 0):
         raise OptionError(f"lr must be a positive number, got {lr!r}")
     options = dict(model_options or {})
@@ -611,17 +643,18 @@ def train(
     ftr_n, ctr_n = norm(ftr), norm(ctr)
     fva_n, cva_n = norm(fva), norm(cva)
 
-    # crop positions (in coarse cells) whose coarse window has no missing cell
+    # crop positions (in coarse cells) whose coarse window has enough valid cells
     cy, cx = min(crop, ny) // f, min(crop, nx) // f
     bad = ~np.isfinite(ctr)
     integ = np.zeros((bad.shape[0], bad.shape[1] + 1, bad.shape[2] + 1), np.int64)
     integ[:, 1:, 1:] = bad.cumsum(1).cumsum(2)
     nbad = integ[:, cy:, cx:] - integ[:, :-cy, cx:] - integ[:, cy:, :-cx] + integ[:, :-cy, :-cx]
-    ok = nbad == 0
+    max_bad = math.floor((1.0 - min_valid) * cy * cx + 1e-9)
+    ok = (nbad <= max_bad) & (nbad < cy * cx)
     if not ok.any():
         raise OptionError(
-            f"no {cy * f} x {cx * f} crop of the training fields is free of missing coarse "
-            "cells; lower crop="
+            f"no {cy * f} x {cx * f} crop of the training fields has a fraction >= "
+            f"{min_valid} of valid (non-NaN) coarse cells; lower crop= or min_valid="
         )
     ok_flat = np.flatnonzero(ok.ravel())
     npy, npx = ok.shape[1], ok.shape[2]
@@ -629,12 +662,20 @@ def train(
     rng = np.random.default_rng(seed)
     has_nan = not bool(valid_tr.all())
     w_full = None if w_fine is None else w_fine.astype(np.float32)
+    # NaN coarse cells are filled as method="cnn" fills them at inference (from their
+    # neighbours, receptive radius + 1 rings, then the field mean): set after the network
+    # is built, below
+    ctr_in = ctr_n
+    cva_in = cva_n
 
-    def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def batch() -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor
+    ]:
         picks = ok_flat[rng.integers(0, ok_flat.size, size=batch_size)]
         k, rem = np.divmod(picks, npy * npx)
         i, j = np.divmod(rem, npx)
-        cs = np.stack([ctr_n[a, p : p + cy, q : q + cx] for a, p, q in zip(k, i, j)])
+        cs = np.stack([ctr_in[a, p : p + cy, q : q + cx] for a, p, q in zip(k, i, j)])
+        cbad = np.stack([bad[a, p : p + cy, q : q + cx] for a, p, q in zip(k, i, j)])
         fs = np.stack(
             [ftr_n[a, p * f : (p + cy) * f, q * f : (q + cx) * f] for a, p, q in zip(k, i, j)]
         )
@@ -644,17 +685,26 @@ def train(
                 [w_full[p * f : (p + cy) * f, q * f : (q + cx) * f] for p, q in zip(i, j)]
             )
         if augment:
-            cs, fs, ws = _augment(cs, fs, ws, rng)
+            cs, fs, ws, cbad = _augment(cs, fs, ws, rng, cbad)
         c_t = torch.from_numpy(cs[:, None]).to(dev)
         f_t = torch.from_numpy(fs[:, None]).to(dev)
         w_t = None if ws is None else torch.from_numpy(ws[:, None]).to(dev)
-        return c_t, f_t, w_t, torch.isfinite(f_t)
+        valid = torch.isfinite(f_t)
+        # the enforcement's mask: the valid fine cells, plus every cell of a missing coarse
+        # cell (its filled value is enforced there, harmlessly: those cells are not scored)
+        gap = torch.from_numpy(np.ascontiguousarray(cbad[:, None])).to(dev)
+        emask = valid | gap.repeat_interleave(f, -2).repeat_interleave(f, -1)
+        return c_t, f_t, w_t, valid, emask
 
     # ------------------------------------------------------------------ network
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = _build(model, f, mode, bnds, mean, std, options)
     net.to(dev)
+    if has_nan or not bool(np.isfinite(cva).all()):
+        rings = net.receptive_radius() + 1
+        ctr_in = _fill(ctr_n, rings)
+        cva_in = _fill(cva_n, rings)
     tm = TrainedModel(
         model=net,
         name=str(model).lower(),
@@ -684,11 +734,12 @@ def train(
         tot, cnt = 0.0, 0
         with torch.no_grad():
             for a in range(fva_n.shape[0]):
-                c = torch.from_numpy(np.nan_to_num(cva_n[a])[None, None]).to(dev)
+                c = torch.from_numpy(cva_in[a][None, None]).to(dev)
                 t = torch.from_numpy(fva_n[a][None, None]).to(dev)
                 cvalid = torch.from_numpy(np.isfinite(cva_n[a])).to(dev)
-                valid = torch.isfinite(t) & cvalid.repeat_interleave(f, 0).repeat_interleave(f, 1)
-                out = run(c, w_val, valid if mode is not None else None)
+                cfine = cvalid.repeat_interleave(f, 0).repeat_interleave(f, 1)
+                valid = torch.isfinite(t) & cfine
+                out = run(c, w_val, (valid | ~cfine) if mode is not None else None)
                 s, n = _masked_mse(out, torch.nan_to_num(t), valid)
                 tot += float(s)
                 cnt += n
@@ -709,8 +760,8 @@ def train(
             net.train()
             tot, cnt = 0.0, 0
             for _ in range(steps_per_epoch):
-                c_t, f_t, w_t, valid = batch()
-                out = run(c_t, w_t, valid if (has_nan and mode is not None) else None)
+                c_t, f_t, w_t, valid, emask = batch()
+                out = run(c_t, w_t, emask if (has_nan and mode is not None) else None)
                 s, n = _masked_mse(out, torch.nan_to_num(f_t), valid)
                 loss = s / max(n, 1)
                 opt.zero_grad(set_to_none=True)
