@@ -89,6 +89,9 @@ def test_save_load_round_trip(trained: TrainedModel, tmp_path: Path) -> None:
     assert raw["metadata"]["factor"] == 4
     loaded = TrainedModel.load(path, device="cpu")
     assert loaded.metadata() == trained.metadata()
+    # the receptive radius is measured at training and stored: the tile halo of "cnn"
+    assert loaded.receptive_radius == trained.model.receptive_radius() > 0
+    assert xsr.get_method("cnn", model=loaded).halo == loaded.receptive_radius
     coarse = xsr.coarsen(_hr(), factor=4)
     np.testing.assert_array_equal(loaded.predict(coarse), trained.predict(coarse))
 

@@ -155,6 +155,10 @@ class TrainedModel:
     history : dict
         ``{"train": [...], "val": [...]}``: mean loss per epoch (``val`` holds ``None``
         when no field was held out).
+    receptive_radius : int or None
+        The network's receptive radius in coarse cells
+        (:meth:`xsr.nn.sr.SRModel.receptive_radius`), measured at training time: the tile
+        halo of ``method="cnn"``; ``None``: measured when first needed.
     """
 
     model: SRModel
@@ -169,6 +173,7 @@ class TrainedModel:
     std: float
     version: str
     history: dict[str, list[float | None]] = field(default_factory=dict)
+    receptive_radius: int | None = None
 
     def __repr__(self) -> str:
         parts = [f"{self.name} x{self.factor}", f"conserve={self.conserve!r}"]
@@ -193,6 +198,7 @@ class TrainedModel:
             "std": float(self.std),
             "version": self.version,
             "history": {k: list(v) for k, v in self.history.items()},
+            "receptive_radius": self.receptive_radius,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -269,6 +275,7 @@ class TrainedModel:
             std=float(meta["std"]),
             version=str(meta["version"]),
             history={k: list(v) for k, v in meta["history"].items()},
+            receptive_radius=meta.get("receptive_radius"),
         )
 
     # ---------------------------------------------------------------------- application
@@ -701,8 +708,9 @@ def train(
         torch.manual_seed(seed)
         net = _build(model, f, mode, bnds, mean, std, options)
     net.to(dev)
+    radius = net.receptive_radius()
     if has_nan or not bool(np.isfinite(cva).all()):
-        rings = net.receptive_radius() + 1
+        rings = radius + 1
         ctr_in = _fill(ctr_n, rings)
         cva_in = _fill(cva_n, rings)
     tm = TrainedModel(
@@ -718,6 +726,7 @@ def train(
         std=std,
         version=__version__,
         history={"train": [], "val": []},
+        receptive_radius=radius,
     )
 
     def run(c: torch.Tensor, w: torch.Tensor | None, m: torch.Tensor | None) -> torch.Tensor:

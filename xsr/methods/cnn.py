@@ -55,6 +55,8 @@ def _resolve(model: Any) -> TrainedModel:
 
 def _radius(tm: TrainedModel) -> int:
     """The network's receptive radius in coarse cells, measured once per network."""
+    if tm.receptive_radius is not None:
+        return int(tm.receptive_radius)
     net = tm.model
     r = getattr(net, "_xsr_receptive_radius", None)
     if r is None:
