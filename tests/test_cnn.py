@@ -305,3 +305,20 @@ def test_download_with_pooch(
     with pytest.raises(ValueError, match=r"(?i)hash"):
         models.fetch_model("bad")
     assert not (tmp_path / "cache" / "models" / "bad.pt").exists()
+
+
+def test_tiles_never_mix_up_models(hr: xr.Dataset) -> None:
+    """Two models with the same metadata (and repr) but different weights: the per-process
+    method cache of the tiles must keep them apart."""
+    a = _train(hr, var="ssh", seed=0)
+    b = _train(hr, var="ssh", seed=1)
+    assert repr(a) == repr(b)
+    assert a.xsr_cache_key() != b.xsr_cache_key()
+    coarse = _coarse(hr)
+    outs = []
+    for tm in (a, b):
+        ref = coarse.sr.downscale(factor=2, method="cnn", model=tm)["ssh"].values
+        tiled = coarse.sr.downscale(factor=2, method="cnn", model=tm, tile_size=16)
+        np.testing.assert_allclose(tiled["ssh"].values, ref, rtol=0, atol=1e-12)
+        outs.append(ref)
+    assert float(np.abs(outs[0] - outs[1]).max()) > 1e-6

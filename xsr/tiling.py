@@ -79,11 +79,20 @@ _BUILT = {"count": 0}
 
 
 def _freeze(value: Any) -> Any:
+    """A hashable key for a method option.  Objects that are not plain values are keyed by
+    their ``xsr_cache_key()`` (a content fingerprint, e.g. of a trained network's weights)
+    or else by identity: two different objects never share a cached method, even when their
+    reprs agree."""
     if isinstance(value, dict):
         return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
-    return value if isinstance(value, int | float | str | bool | None) else repr(value)
+    if isinstance(value, int | float | str | bool | None):
+        return value
+    fingerprint = getattr(value, "xsr_cache_key", None)
+    if callable(fingerprint):
+        return (type(value).__qualname__, fingerprint())
+    return (type(value).__qualname__, id(value))
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,18 @@ class TrainedModel:
             parts.append(f"units={self.units!r}")
         return f"TrainedModel({', '.join(parts)})"
 
+    def xsr_cache_key(self) -> str:
+        """sha256 of the metadata and the weights: equal for equal models only (used to
+        share one built ``method="cnn"`` between tiles and tasks, :mod:`xsr.tiling`)."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.metadata(), sort_keys=True, default=str).encode())
+        for name, t in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     # ---------------------------------------------------------------------- persistence
     def metadata(self) -> dict[str, Any]:
         """Everything but the weights, as plain Python types."""
