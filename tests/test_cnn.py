@@ -322,3 +322,25 @@ def test_tiles_never_mix_up_models(hr: xr.Dataset) -> None:
         np.testing.assert_allclose(tiled["ssh"].values, ref, rtol=0, atol=1e-12)
         outs.append(ref)
     assert float(np.abs(outs[0] - outs[1]).max()) > 1e-6
+
+
+def test_name_follows_model_dir(
+    clean_registry: None, hr: xr.Dataset, tm: TrainedModel, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A registered name is loaded from the file it resolves to now, not from a stale cache."""
+    other = _train(hr, var="ssh", seed=1)
+    d1, d2 = tmp_path / "one", tmp_path / "two"
+    d1.mkdir()
+    d2.mkdir()
+    tm.save(d1 / "qg.pt")
+    other.save(d2 / "qg.pt")
+    models.register_model("qg", url="https://example.invalid/qg.pt", sha256="0" * 64)
+    coarse = _coarse(hr)
+    monkeypatch.setenv("XSR_MODEL_DIR", str(d1))
+    a = coarse.sr.downscale(factor=2, method="cnn", model="qg")["ssh"].values
+    monkeypatch.setenv("XSR_MODEL_DIR", str(d2))
+    b = coarse.sr.downscale(factor=2, method="cnn", model="qg")["ssh"].values
+    ref_b = coarse.sr.downscale(factor=2, method="cnn", model=other)["ssh"].values
+    np.testing.assert_array_equal(b, ref_b)
+    assert float(np.abs(a - b).max()) > 1e-6

@@ -30,7 +30,14 @@ _LOCK = threading.Lock()
 
 
 def _key(model: str | os.PathLike[str]) -> Any:
+    """The file behind ``model`` (a path, or a registered name resolved by
+    :func:`xsr.models.fetch_model`): its path, time and size, so a changed file is loaded
+    again."""
+    from ..models import fetch_model, list_models
+
     path = Path(model).expanduser()
+    if not path.is_file() and isinstance(model, str) and model in list_models():
+        path = fetch_model(model)
     if path.is_file():
         st = path.stat()
         return ("file", str(path.resolve()), st.st_mtime_ns, st.st_size)
@@ -48,7 +55,7 @@ def _resolve(model: Any) -> TrainedModel:
     with _LOCK:
         tm = _LOADED.get(key)
         if tm is None:
-            tm = load_model(model, device="cpu")
+            tm = load_model(key[1] if key[0] == "file" else model, device="cpu")
             _LOADED[key] = tm
     return tm
 
