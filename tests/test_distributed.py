@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import xsr
 from xsr import tiling
 from xsr.testing import assert_conserves, lonlat_dataset, projected_dataset
 
@@ -78,3 +79,27 @@ def test_cli_batch_on_the_cluster_equals_local(client, tmp_path):
     assert a.attrs["xsr_status"] == "complete"
     np.testing.assert_allclose(a["sst"].values, b["sst"].values, rtol=1e-14, atol=0)
     assert_conserves(a, ds, 2)
+
+
+def test_distributed_cnn_from_a_file(client, tmp_path):
+    """method="cnn" with a saved model: the workers load the file (once per process) and give
+    the local result; an in-memory model travels with the graph."""
+    from xsr.conserve import conservation_error
+    from xsr.training import train
+
+    hr = projected_dataset(ny=32, nx=32, nt=3)
+    tm = train(
+        hr, var="ssh", model="srcnn", factor=2, crop=16, epochs=1, steps_per_epoch=2,
+        progress=False, device="cpu",
+        model_options={"channels": (8, 4), "kernels": (3, 3, 3)},
+    )  # fmt: skip
+    path = tm.save(tmp_path / "m.pt")
+    coarse = xsr.coarsen(hr, factor=2)
+    src = coarse.chunk({"time": 1, "y": 8})
+    for model in (str(path), tm):
+        fine = src.sr.downscale(factor=2, method="cnn", model=model)
+        local = fine.compute(scheduler="threads")
+        remote = client.compute(fine).result()
+        np.testing.assert_allclose(remote["ssh"].values, local["ssh"].values, rtol=0, atol=1e-6)
+        err = conservation_error(remote["ssh"].values, coarse["ssh"].values, 2)
+        assert err < 1e-12
