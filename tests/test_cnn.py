@@ -344,3 +344,55 @@ def test_name_follows_model_dir(
     ref_b = coarse.sr.downscale(factor=2, method="cnn", model=other)["ssh"].values
     np.testing.assert_array_equal(b, ref_b)
     assert float(np.abs(a - b).max()) > 1e-6
+
+
+def test_cli_train_then_downscale(hr: xr.Dataset, tmp_path: Path, capsys: pytest.CaptureFixture):
+    src = tmp_path / "hr.nc"
+    hr.to_netcdf(src)
+    out = tmp_path / "m.pt"
+    args = ["train", str(src), "--out", str(out), "-f", "2", "-m", "srcnn", "--var", "ssh",
+            "--crop", "16", "--epochs", "2", "--steps-per-epoch", "2", "--no-progress",
+            "--skip"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "wrote" in text and "--method cnn --model" in text
+    tm = TrainedModel.load(out)
+    assert tm.factor == 2 and tm.var == "ssh" and tm.units == "m"
+    assert tm.options == {"skip": True} and tm.model.skip
+    assert len(tm.history["train"]) >= 1
+    # refuses to overwrite, and leaves the file alone
+    before = out.read_bytes()
+    assert main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    # and the model downscales through the CLI
+    coarse = tmp_path / "coarse.nc"
+    _coarse(hr).to_netcdf(coarse)
+    fine = tmp_path / "fine.nc"
+    assert main(["downscale", str(coarse), str(fine), "-f", "2", "-m", "cnn",
+                 "--model", str(out)]) == 0  # fmt: skip
+    with xr.open_dataset(fine) as f, xr.open_dataset(coarse) as c:
+        assert conservation_error(f["ssh"].values, c["ssh"].values, 2) < 1e-12
+    # bad options end with status 2 and a message
+    assert main(["train", str(src), "--out", str(tmp_path / "x.pt"), "-f", "2",
+                 "--lower", "0"]) == 2  # fmt: skip
+    assert "--lower/--upper are only used with --conserve bounded" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_save_is_atomic(tm: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    path = tm.save(tmp_path / "m.pt")
+    before = path.read_bytes()
+
+    def boom(*a: Any, **k: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        tm.save(path)
+    assert path.read_bytes() == before  # the previous file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
+    with pytest.raises(OptionError, match="does not exist; create it first"):
+        tm.save(tmp_path / "missing" / "m.pt")

@@ -7,6 +7,10 @@ With no INPUT it runs on the embedded real SSH sample.
 Batch jobs -- several inputs or globs, zarr in or out, ``--chunks``, ``--tile-size``,
 ``--scheduler``, ``--resume``, ``--config`` or ``--check`` -- go to :mod:`xsr.batch`:
 ``xsr downscale INPUT... OUTPUT.zarr --factor 8 --chunks time=1 --tile-size 256 --resume``.
+
+``xsr train HR.nc... --out MODEL.pt --factor F --model edsr``: train a network on
+high-resolution fields (:func:`xsr.train`); ``xsr downscale ... --method cnn --model
+MODEL.pt`` applies it.
 """
 
 from __future__ import annotations
@@ -162,6 +166,44 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list the available methods")
 
+    t = sub.add_parser(
+        "train",
+        help="train a conservative super-resolution network on high-resolution fields",
+        description=(
+            "Train one of the networks of xsr.nn.sr on the high-resolution fields of INPUT "
+            "(netCDF or zarr; several files or glob patterns are combined along their "
+            "coordinates): pairs are made by coarsening them by FACTOR (xsr.train). The "
+            "model is written to --out atomically; use it with "
+            "`xsr downscale ... --method cnn --model OUT`."
+        ),
+    )
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="high-resolution fields")
+    t.add_argument("-o", "--out", required=True, help="model file to write (e.g. edsr_x8.pt)")
+    t.add_argument("-f", "--factor", type=int, required=True, help="refinement factor")
+    t.add_argument("-m", "--model", default="edsr", help="network (default edsr)")
+    t.add_argument("--var", default=None, help="variable (needed with several)")
+    t.add_argument(
+        "--conserve", default="additive", help="additive | multiplicative | bounded | none"
+    )
+    t.add_argument("--lower", type=_parse_float_or_none, default=None, help="lower bound")
+    t.add_argument("--upper", type=_parse_float_or_none, default=None, help="upper bound")
+    t.add_argument("--dims", nargs=2, metavar=("Y", "X"), help="horizontal dimension names")
+    t.add_argument("--crop", type=int, default=64, help="crop side in fine cells (default 64)")
+    t.add_argument("--batch-size", type=int, default=8, help="crops per step (default 8)")
+    t.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    t.add_argument("--steps-per-epoch", type=int, default=50, help="steps per epoch (50)")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    t.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction (0.2)")
+    t.add_argument("--patience", type=int, default=5, help="early-stopping patience (5)")
+    t.add_argument("--min-valid", type=float, default=0.5, help="valid fraction per crop")
+    t.add_argument("--augment", action="store_true", help="random flips and rotations")
+    t.add_argument("--skip", action="store_true", help="learn a correction to bicubic")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    t.add_argument("--checkpoint", default=None, help="also save the best model here")
+    t.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress")
+
     demo = sub.add_parser(
         "demo",
         help="twin experiment on the embedded SSH sample: dip-ensemble vs conservative bicubic",
@@ -289,6 +331,70 @@ def _is_batch(args: argparse.Namespace) -> bool:
     )
 
 
+def _train(args: argparse.Namespace) -> int:
+    from . import batch
+    from .conserve import check_conserve
+    from .training import train
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(
+            f"model file {str(out)!r} exists; pass --overwrite to replace it, or choose "
+            "another name"
+        )
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise OptionError(f"output folder {str(folder)!r} does not exist; create it first")
+    mode = check_conserve(args.conserve)
+    bounds = (args.lower, args.upper) if mode == "bounded" else None
+    if mode != "bounded" and (args.lower is not None or args.upper is not None):
+        raise OptionError(
+            f"--lower/--upper are only used with --conserve bounded, got --conserve {args.conserve}"
+        )
+    ds = batch.open_inputs(list(args.inputs), var=[args.var] if args.var else None)
+    t0 = time.perf_counter()
+    tm = train(
+        ds,
+        model=args.model,
+        factor=args.factor,
+        var=args.var,
+        dims=tuple(args.dims) if args.dims else None,
+        conserve=mode,
+        bounds=bounds,
+        crop=args.crop,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        progress=args.progress,
+        model_options={"skip": True} if args.skip else None,
+        augment=args.augment,
+        min_valid=args.min_valid,
+    )
+    elapsed = time.perf_counter() - t0
+    tm.save(out)
+    val = [v for v in tm.history["val"] if v is not None]
+    train_loss = tm.history["train"]
+    print(f"xsr train: {tm!r}")
+    print(f"  inputs: {', '.join(args.inputs)}")
+    print(f"  epochs run: {len(train_loss)}; time: {elapsed:.1f} s")
+    if val:
+        print(f"  best validation loss (normalised MSE): {min(val):.4g}")
+    elif train_loss:
+        best = min(v for v in train_loss if v is not None)
+        print(f"  best training loss (normalised MSE): {best:.4g}")
+    print(f"  wrote {out}")
+    print(
+        f"  use it: xsr downscale COARSE.nc FINE.nc --factor {tm.factor} --method cnn --model {out}"
+    )
+    return 0
+
+
 def _explicit_options(argv: Sequence[str] | None) -> dict[str, Any]:
     """The ``downscale`` options given on the command line (by ``dest``), and only those."""
     parser = _build_parser()
@@ -319,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in list_methods():
                 print(name)
             return 0
+        if args.command == "train":
+            return _train(args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -214,9 +214,11 @@ class TrainedModel:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the weights and metadata with :func:`torch.save`.
+        """Write the weights and metadata with :func:`torch.save`, atomically.
 
-        The file holds only types that ``torch.load(path, weights_only=True)`` accepts.
+        The file holds only types that ``torch.load(path, weights_only=True)`` accepts.  It
+        is written to a temporary file in the same folder and renamed into place, so an
+        interrupted save never leaves a partial file.
 
         Parameters
         ----------
@@ -226,19 +228,36 @@ class TrainedModel:
         -------
         Path
         """
+        import os
+        import tempfile
+
         import torch
 
         path = Path(path)
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise OptionError(
+                f"folder {str(folder)!r} of {str(path)!r} does not exist; create it first"
+            )
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        torch.save(
-            {
-                "format": _FORMAT,
-                "format_version": _FORMAT_VERSION,
-                "state_dict": state,
-                "metadata": self.metadata(),
-            },
-            path,
-        )
+        # written to a temporary file beside it, then renamed: an interrupted save (or
+        # checkpoint) never leaves a half-written file, and the previous one stays intact
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        try:
+            torch.save(
+                {
+                    "format": _FORMAT,
+                    "format_version": _FORMAT_VERSION,
+                    "state_dict": state,
+                    "metadata": self.metadata(),
+                },
+                tmp,
+            )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
