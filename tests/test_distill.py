@@ -132,3 +132,33 @@ def test_errors() -> None:
         xsr.distill(coarse.isel(time=[0, 1]), factor=2)
     with pytest.raises(ShapeError, match="needs a series"):
         xsr.distill(coarse["ssh"].isel(time=0), factor=2)
+
+
+def test_cli_distill(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from xsr.cli import main
+    from xsr.training import TrainedModel
+
+    src = tmp_path / "coarse.nc"
+    _coarse(6).to_netcdf(src)
+    out, rep = tmp_path / "student.pt", tmp_path / "report.json"
+    args = ["distill", str(src), "--out", str(out), "-f", "2", "--student", "srcnn",
+            "--samples", "4", "--members", "2", "--iterations", "10", "--epochs", "1",
+            "--crop", "8", "--report", str(rep), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "speed-up" in text and "--method cnn --model" in text
+    tm = TrainedModel.load(out)
+    assert tm.factor == 2 and tm.name == "srcnn" and tm.options.get("skip") is True
+    report = json.loads(rep.read_text())
+    assert report["fields"] == 6 and len(report["samples"]) == 4
+    assert report["rmse_student_teacher"] > 0
+    # the student then downscales the series through the CLI, conservatively
+    fine = tmp_path / "fine.nc"
+    assert main(["downscale", str(src), str(fine), "-f", "2", "-m", "cnn",
+                 "--model", str(out)]) == 0  # fmt: skip
+    with xr.open_dataset(fine) as f, xr.open_dataset(src) as c:
+        assert conservation_error(f["ssh"].values, c["ssh"].values, 2) < 1e-12
+    assert main(args) == 2  # exists: refused
+    assert "exists; pass --overwrite" in capsys.readouterr().err

@@ -10,7 +10,8 @@ Batch jobs -- several inputs or globs, zarr in or out, ``--chunks``, ``--tile-si
 
 ``xsr train HR.nc... --out MODEL.pt --factor F --model edsr``: train a network on
 high-resolution fields (:func:`xsr.train`); ``xsr downscale ... --method cnn --model
-MODEL.pt`` applies it.
+MODEL.pt`` applies it.  ``xsr distill COARSE... --out STUDENT.pt --factor F`` distils a
+``dip-ensemble`` into such a network on a sample of a series (:func:`xsr.distill`).
 """
 
 from __future__ import annotations
@@ -165,6 +166,41 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     sub.add_parser("methods", help="list the available methods")
+
+    di = sub.add_parser(
+        "distill",
+        help="distil a dip-ensemble (or another method) into a fast network on a series",
+        description=(
+            "Run the teacher on SAMPLES fields of the coarse series in INPUT, train the "
+            "student network on its results (xsr.distill), write the student to --out and "
+            "print the report (student vs teacher RMSE, speed-up). Downscale the whole "
+            "series afterwards with `xsr downscale ... --method cnn --model OUT` (resumable "
+            "batch jobs included)."
+        ),
+    )
+    di.add_argument("inputs", nargs="+", metavar="INPUT", help="coarse series (netCDF/zarr)")
+    di.add_argument("-o", "--out", required=True, help="student model file to write")
+    di.add_argument("-f", "--factor", type=int, required=True, help="refinement factor")
+    di.add_argument("--teacher", default="dip-ensemble", help="teacher method (dip-ensemble)")
+    di.add_argument("--student", default="edsr", help="student network (default edsr)")
+    di.add_argument("--var", default=None, help="variable (needed with several)")
+    di.add_argument("--samples", type=int, default=16, help="fields for the teacher (16)")
+    di.add_argument("--holdout", type=float, default=0.25, help="samples held out (0.25)")
+    di.add_argument("--members", type=int, default=None, help="teacher ensemble members")
+    di.add_argument("--iterations", type=int, default=None, help="teacher fit iterations")
+    di.add_argument(
+        "--conserve", default="additive", help="additive | multiplicative | bounded | none"
+    )
+    di.add_argument("--lower", type=_parse_float_or_none, default=None, help="lower bound")
+    di.add_argument("--upper", type=_parse_float_or_none, default=None, help="upper bound")
+    di.add_argument("--dims", nargs=2, metavar=("Y", "X"), help="horizontal dimension names")
+    di.add_argument("--epochs", type=int, default=None, help="student epochs (train default)")
+    di.add_argument("--crop", type=int, default=None, help="student crop (train default)")
+    di.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    di.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    di.add_argument("--report", default=None, help="also write the report as JSON here")
+    di.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    di.add_argument("--no-progress", dest="progress", action="store_false", help="no progress")
 
     t = sub.add_parser(
         "train",
@@ -333,24 +369,10 @@ def _is_batch(args: argparse.Namespace) -> bool:
 
 def _train(args: argparse.Namespace) -> int:
     from . import batch
-    from .conserve import check_conserve
     from .training import train
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(
-            f"model file {str(out)!r} exists; pass --overwrite to replace it, or choose "
-            "another name"
-        )
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise OptionError(f"output folder {str(folder)!r} does not exist; create it first")
-    mode = check_conserve(args.conserve)
-    bounds = (args.lower, args.upper) if mode == "bounded" else None
-    if mode != "bounded" and (args.lower is not None or args.upper is not None):
-        raise OptionError(
-            f"--lower/--upper are only used with --conserve bounded, got --conserve {args.conserve}"
-        )
+    out = _check_out(args.out, args.overwrite)
+    mode, bounds = _bounds_of(args)
     ds = batch.open_inputs(list(args.inputs), var=[args.var] if args.var else None)
     t0 = time.perf_counter()
     tm = train(
@@ -395,6 +417,94 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(path: str, overwrite: bool) -> Path:
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(
+            f"file {str(out)!r} exists; pass --overwrite to replace it, or choose another name"
+        )
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise OptionError(f"output folder {str(folder)!r} does not exist; create it first")
+    return out
+
+
+def _bounds_of(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .conserve import check_conserve
+
+    mode = check_conserve(args.conserve)
+    if mode != "bounded" and (args.lower is not None or args.upper is not None):
+        raise OptionError(
+            f"--lower/--upper are only used with --conserve bounded, got --conserve {args.conserve}"
+        )
+    return mode, (args.lower, args.upper) if mode == "bounded" else None
+
+
+def _distill(args: argparse.Namespace) -> int:
+    import json
+
+    from . import batch
+    from .distillation import distill
+
+    out = _check_out(args.out, args.overwrite)
+    report_path = _check_out(args.report, args.overwrite) if args.report else None
+    mode, bounds = _bounds_of(args)
+    teacher_options: dict[str, Any] = {}
+    if args.members is not None:
+        teacher_options["members"] = args.members
+    if args.iterations is not None:
+        teacher_options["iterations"] = args.iterations
+    if not args.progress and args.teacher in ("dip", "dip-ensemble"):
+        teacher_options["progress"] = False
+    train_options: dict[str, Any] = {"progress": args.progress}
+    if args.epochs is not None:
+        train_options["epochs"] = args.epochs
+    if args.crop is not None:
+        train_options["crop"] = args.crop
+    ds = batch.open_inputs(list(args.inputs), var=[args.var] if args.var else None)
+    d = distill(
+        ds,
+        factor=args.factor,
+        teacher=args.teacher,
+        student=args.student,
+        var=args.var,
+        dims=tuple(args.dims) if args.dims else None,
+        samples=args.samples,
+        holdout=args.holdout,
+        conserve=mode,
+        bounds=bounds,
+        teacher_options=teacher_options,
+        train_options=train_options,
+        seed=args.seed,
+        device=args.device,
+        downscale=False,
+    )
+    d.model.save(out)
+    r = d.report
+    print(f"xsr distill: {args.teacher} -> {args.student} x{args.factor}")
+    print(f"  series: {r['fields']} fields; teacher ran on {len(r['samples'])}")
+    print(
+        f"  held-out fields {r['check_indices']}: RMSE student-teacher "
+        f"{r['rmse_student_teacher']:.4g}, bicubic-teacher {r['rmse_bicubic_teacher']:.4g}"
+        + (f", teacher spread {r['teacher_spread']:.4g}" if r["teacher_spread"] is not None else "")
+    )
+    print(
+        f"  teacher {r['teacher_seconds_per_field']:.3g} s/field, student "
+        f"{r['student_seconds_per_field']:.3g} s/field: speed-up {r['speedup']:.3g}x"
+    )
+    print(f"  wrote {out}")
+    if report_path is not None:
+        tmp = report_path.with_name(f".{report_path.name}.tmp")
+        tmp.write_text(json.dumps(r, indent=2, default=str))
+        os.replace(tmp, report_path)
+        print(f"  wrote {report_path}")
+    print(
+        f"  next: xsr downscale {' '.join(args.inputs)} FINE.zarr --factor {args.factor} "
+        f"--method cnn --model {out}"
+    )
+    return 0
+
+
 def _explicit_options(argv: Sequence[str] | None) -> dict[str, Any]:
     """The ``downscale`` options given on the command line (by ``dest``), and only those."""
     parser = _build_parser()
@@ -427,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "train":
             return _train(args)
+        if args.command == "distill":
+            return _distill(args)
         if args.command == "demo":
             from .demo import run_demo
 
