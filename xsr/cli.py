@@ -72,6 +72,20 @@ def _parse_float_or_none(text: str) -> float | None:
     return None if text.lower() in ("none", "") else float(text)
 
 
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    """Options that ``xsr train`` and ``xsr distill`` share."""
+    p.add_argument(
+        "--conserve", default="additive", help="additive | multiplicative | bounded | none"
+    )
+    p.add_argument("--lower", type=_parse_float_or_none, default=None, help="lower bound")
+    p.add_argument("--upper", type=_parse_float_or_none, default=None, help="upper bound")
+    p.add_argument("--dims", nargs=2, metavar=("Y", "X"), help="horizontal dimension names")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -188,19 +202,10 @@ def _build_parser() -> argparse.ArgumentParser:
     di.add_argument("--holdout", type=float, default=0.25, help="samples held out (0.25)")
     di.add_argument("--members", type=int, default=None, help="teacher ensemble members")
     di.add_argument("--iterations", type=int, default=None, help="teacher fit iterations")
-    di.add_argument(
-        "--conserve", default="additive", help="additive | multiplicative | bounded | none"
-    )
-    di.add_argument("--lower", type=_parse_float_or_none, default=None, help="lower bound")
-    di.add_argument("--upper", type=_parse_float_or_none, default=None, help="upper bound")
-    di.add_argument("--dims", nargs=2, metavar=("Y", "X"), help="horizontal dimension names")
     di.add_argument("--epochs", type=int, default=None, help="student epochs (train default)")
     di.add_argument("--crop", type=int, default=None, help="student crop (train default)")
-    di.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    di.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     di.add_argument("--report", default=None, help="also write the report as JSON here")
-    di.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    di.add_argument("--no-progress", dest="progress", action="store_false", help="no progress")
+    _add_job_options(di)
 
     t = sub.add_parser(
         "train",
@@ -218,12 +223,6 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("-f", "--factor", type=int, required=True, help="refinement factor")
     t.add_argument("-m", "--model", default="edsr", help="network (default edsr)")
     t.add_argument("--var", default=None, help="variable (needed with several)")
-    t.add_argument(
-        "--conserve", default="additive", help="additive | multiplicative | bounded | none"
-    )
-    t.add_argument("--lower", type=_parse_float_or_none, default=None, help="lower bound")
-    t.add_argument("--upper", type=_parse_float_or_none, default=None, help="upper bound")
-    t.add_argument("--dims", nargs=2, metavar=("Y", "X"), help="horizontal dimension names")
     t.add_argument("--crop", type=int, default=64, help="crop side in fine cells (default 64)")
     t.add_argument("--batch-size", type=int, default=8, help="crops per step (default 8)")
     t.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
@@ -234,11 +233,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-valid", type=float, default=0.5, help="valid fraction per crop")
     t.add_argument("--augment", action="store_true", help="random flips and rotations")
     t.add_argument("--skip", action="store_true", help="learn a correction to bicubic")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    t.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     t.add_argument("--checkpoint", default=None, help="also save the best model here")
-    t.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress")
+    _add_job_options(t)
 
     demo = sub.add_parser(
         "demo",
