@@ -85,3 +85,29 @@ def test_qg_projected_float32():
     assert fine["ssh"].dtype == np.float32
     assert fine["ssh"].attrs["xsr_weights"] == "cell area (projected grid)"
     assert_conserves(fine, ds, 4, rtol=2e-6)
+
+
+def test_cnn_on_the_med_ssh_series(tmp_path):
+    """A small network trained on real SSH with land (coastal crops), applied with tiles to
+    other days: exact, NaN under land, tiled == untiled, and the model's checks on real
+    metadata."""
+    import xsr
+    from xsr.exceptions import OptionError
+
+    ds = _open("ssh_med_eighthdeg_2005AMJ.nc")[["adt"]].isel(time=slice(0, 12))
+    ds["adt"] = ds["adt"].astype("float64")
+    tm = xsr.train(
+        ds.isel(time=slice(0, 6)), model="srcnn", factor=4, crop=32, epochs=1,
+        steps_per_epoch=3, progress=False, device="cpu",
+        model_options={"channels": (8, 4), "kernels": (3, 3, 3)},
+    )  # fmt: skip
+    assert tm.units == ds["adt"].attrs["units"]
+    path = tm.save(tmp_path / "med.pt")
+    coarse = xsr.coarsen(ds.isel(time=slice(6, 12)), factor=4)
+    fine = coarse.sr.downscale(factor=4, method="cnn", model=str(path))
+    tiled = coarse.sr.downscale(factor=4, method="cnn", model=str(path), tile_size=64)
+    err = assert_conserves(fine, coarse, 4, rtol=1e-12)
+    assert err < 1e-12
+    np.testing.assert_allclose(tiled["adt"].values, fine["adt"].values, rtol=0, atol=1e-12)
+    with pytest.raises(OptionError, match="does not match the trained model's factor"):
+        coarse.sr.downscale(factor=8, method="cnn", model=str(path))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..exceptions import OptionError
-from .base import Method, fill_nan
+from .base import Method
 
 if TYPE_CHECKING:
     import torch
@@ -94,13 +94,14 @@ class CNN(Method):
     (:meth:`check_request`): the factor must be the one the model was trained for, the
     data's ``units`` those of its training data, and ``conserve`` the model's enforcement
     (or ``None`` to switch the final enforcement off).  Missing (NaN) coarse cells are
-    filled from their neighbours before the network sees them and are NaN again in the
-    output.
+    filled from their neighbours before the network sees them (by the pipeline, over
+    ``halo + 1`` rings, as :func:`xsr.train` fills them for training) and are NaN again in
+    the output; tiles get ``2 * halo`` cells of context, so that tiled runs reproduce the
+    untiled one near land too.
     """
 
     name = "cnn"
     halo: ClassVar[int] = 8
-    handles_nan: ClassVar[bool] = True
 
     def __init__(self, *, model: Any = None, halo: int | None = None, batch_size: int = 16) -> None:
         from ..training import TrainedModel
@@ -192,38 +193,17 @@ class CNN(Method):
             with _LOCK:
                 net.to(x.device)
             param = next(net.parameters())
-        dt = param.dtype
         *lead, ny, nx = x.shape
-        flat = x.reshape(-1, ny, nx)
-        filled = fill_nan(flat, self.halo + 1)
-        xn = ((filled - tm.mean) / tm.std).to(dt)
-        weights = context.get("weights")
-        mask = context.get("mask")
-        w_t = None
-        if weights is not None:
-            w_t = torch.as_tensor(weights, device=x.device).to(dt)
-            if w_t.ndim > 2:
-                w_t = w_t.expand(*lead, ny * factor, nx * factor).reshape(
-                    -1, 1, ny * factor, nx * factor
-                )
-        m_t = None
-        if mask is not None:
-            m_t = torch.as_tensor(mask, device=x.device).to(torch.bool)
-            m_t = m_t.expand(*lead, ny * factor, nx * factor).reshape(
-                -1, 1, ny * factor, nx * factor
-            )
+        # x is NaN-free here: the pipeline filled missing cells from their neighbours
+        # (halo + 1 rings), as xsr.train fills them for training
+        xn = ((x.reshape(-1, 1, ny, nx) - tm.mean) / tm.std).to(param.dtype)
         outs = []
-        bs = self.batch_size
         net.eval()
         with torch.no_grad():
-            for i in range(0, xn.shape[0], bs):
-                xb = xn[i : i + bs, None]
-                if net.enforce is None:
-                    yb = net(xb)
-                else:
-                    wb = w_t if w_t is None or w_t.ndim == 2 else w_t[i : i + bs]
-                    mb = None if m_t is None else m_t[i : i + bs]
-                    yb = net(xb, weights=wb, mask=mb)
-                outs.append(yb[:, 0])
+            for i in range(0, xn.shape[0], self.batch_size):
+                # the network's own layer enforces with uniform weights; the pipeline then
+                # enforces with the grid's areas and masks, which for the additive and
+                # multiplicative operators gives exactly the layer's result with them
+                outs.append(net(xn[i : i + self.batch_size])[:, 0])
         y = torch.cat(outs, dim=0).to(x.dtype) * tm.std + tm.mean
         return y.reshape(*lead, ny * factor, nx * factor)
