@@ -531,9 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-size", type=int, default=64, help="coarse side of the speed test")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--figure", type=Path, default=None, help=f"default {FIGURE} (full run)")
+    p.add_argument(
+        "--skip",
+        action="store_true",
+        help="variant: every network with skip=True (learns a correction to bicubic)",
+    )
     args = p.parse_args(argv)
     parts = args.only or ["qg", "precip", "speed"]
     budget = dict(QUICK_BUDGET if args.quick else FULL_BUDGET)
+    if args.skip:
+        budget["model_options"] = {"skip": True}
     if args.quick:
         args.speed_fields, args.speed_size, args.repeat = 2, 16, 1
     fig_path = args.figure
