@@ -162,3 +162,18 @@ def test_cli_distill(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         assert conservation_error(f["ssh"].values, c["ssh"].values, 2) < 1e-12
     assert main(args) == 2  # exists: refused
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_student_skip_default_follows_conserve() -> None:
+    rain = _coarse(6)["ssh"]
+    rain = (rain - float(rain.min()) + 0.1).rename("pr")
+    rain.attrs["units"] = "kg m-2"
+    kw: dict[str, Any] = {"factor": 2, "teacher": "bicubic", "samples": 4, "student": "srcnn",
+                          "downscale": False}  # fmt: skip
+    d = xsr.distill(rain, conserve="multiplicative", train_options=TRAIN, **kw)
+    assert not d.model.model.skip
+    d = xsr.distill(rain, conserve="additive", train_options=TRAIN, **kw)
+    assert d.model.model.skip
+    opts = {**TRAIN, "model_options": {**TRAIN["model_options"], "skip": False}}
+    d = xsr.distill(rain, conserve="additive", train_options=opts, **kw)
+    assert not d.model.model.skip

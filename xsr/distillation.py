@@ -141,9 +141,9 @@ def distill(
     teacher_options : mapping, optional
         Options of the teacher (e.g. ``{"members": 10}``).
     train_options : mapping, optional
-        Options of :func:`xsr.train` (``epochs``, ``crop``, ``model_options``...).  The
-        student gets ``skip=True`` (it learns a correction to bicubic interpolation) unless
-        ``model_options`` sets ``skip``.
+        Options of :func:`xsr.train` (``epochs``, ``crop``, ``model_options``...).  With
+        ``conserve="additive"`` or ``None`` the student gets ``skip=True`` (it learns a
+        correction to bicubic interpolation) unless ``model_options`` sets ``skip``.
     seed : int, default 0
         Chooses the held-out samples and seeds the training.
     device : str, optional
@@ -181,10 +181,14 @@ def distill(
             raise OptionError(
                 f"train_options may not set {key!r}; it is an argument of distill() itself"
             )
-    # the student learns a correction to bicubic interpolation unless told otherwise: it
-    # sees few fields, and the teacher's output is close to bicubic on most of the domain
+    # with the additive operator (or none) the student learns a correction to bicubic
+    # interpolation unless told otherwise: it sees few fields, and the teacher's output is
+    # close to bicubic on most of the domain.  Not for multiplicative/bounded fields, where
+    # the softplus/smooth bound would act on the bicubic field itself (measured worse on
+    # radar rain, docs/benchmarks.md)
     mopts = dict(topts.get("model_options") or {})
-    mopts.setdefault("skip", True)
+    if conserve in ("additive", None):
+        mopts.setdefault("skip", True)
     topts["model_options"] = mopts
     t_start = time.perf_counter()
     da = _select_var(obj, var)
