@@ -109,7 +109,8 @@ class CNN(Method):
         if model is None:
             raise OptionError(
                 "method 'cnn' needs model=: a TrainedModel (xsr.train(...)), the path of a "
-                "saved model, or a registered name (xsr.models.list_models())"
+                "saved model, or a registered name (xsr.models.list_models()); on the "
+                "command line: --model PATH_OR_NAME"
             )
         if not isinstance(model, TrainedModel | str | os.PathLike):
             raise OptionError(
