@@ -187,7 +187,7 @@ def distill(
     # the softplus/smooth bound would act on the bicubic field itself (measured worse on
     # radar rain, docs/benchmarks.md)
     mopts = dict(topts.get("model_options") or {})
-    if conserve in ("additive", None):
+    if mode in ("additive", None):
         mopts.setdefault("skip", True)
     topts["model_options"] = mopts
     t_start = time.perf_counter()
