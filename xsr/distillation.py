@@ -260,7 +260,13 @@ def distill(
     check_coarse = ds_s.isel({sdim: check_pos})
     t0 = time.perf_counter()
     got = api.downscale(
-        check_coarse, factor=f, method=method, conserve=mode, bounds=bnds, dims=dims
+        check_coarse,
+        factor=f,
+        method=method,
+        conserve=mode,
+        bounds=bnds,
+        dims=dims,
+        device=device,
     )[name].load()
     student_check_s = (time.perf_counter() - t0) / len(check_pos)
     ref = taught[name].isel({sdim: check_pos})
