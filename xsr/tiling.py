@@ -97,13 +97,13 @@ def _freeze(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class _MethodSpec:
-    """What a task needs to build a method: a registry name and options (cheap to pickle)."""
+    """What a task needs to build a method: a registry name and options (cheap to pickle),
+    and the cache key, computed once where the spec is made (fingerprints of large
+    options, such as a trained network's weights, are not recomputed for every tile)."""
 
     name: str
     options: tuple[tuple[str, Any], ...]
-
-    def key(self) -> Any:
-        return (self.name, _freeze(dict(self.options)))
+    cache_key: Any
 
 
 def _spec_of(method: Method) -> _MethodSpec | Method:
@@ -120,7 +120,9 @@ def _spec_of(method: Method) -> _MethodSpec | Method:
         same = type(rebuilt) is type(method) and bool(vars(rebuilt) == vars(method))
     except Exception:
         return method
-    return _MethodSpec(name, tuple(opts.items())) if same else method
+    if not same:
+        return method
+    return _MethodSpec(name, tuple(opts.items()), (name, _freeze(opts)))
 
 
 def cached_method(spec: _MethodSpec | Method) -> Method:
@@ -141,7 +143,7 @@ def cached_method(spec: _MethodSpec | Method) -> Method:
 
     if isinstance(spec, Method):
         return spec
-    key = spec.key()
+    key = spec.cache_key
     with _CACHE_LOCK:
         m = _CACHE.get(key)
         if m is None:

@@ -61,15 +61,11 @@ def _resolve(model: Any) -> TrainedModel:
 
 
 def _radius(tm: TrainedModel) -> int:
-    """The network's receptive radius in coarse cells, measured once per network."""
-    if tm.receptive_radius is not None:
-        return int(tm.receptive_radius)
-    net = tm.model
-    r = getattr(net, "_xsr_receptive_radius", None)
-    if r is None:
-        r = net.receptive_radius()
-        net._xsr_receptive_radius = r  # type: ignore[assignment]
-    return int(r)
+    """The network's receptive radius in coarse cells: stored by :func:`xsr.train`, else
+    measured once and kept on the model."""
+    if tm.receptive_radius is None:
+        tm.receptive_radius = tm.model.receptive_radius()
+    return int(tm.receptive_radius)
 
 
 class CNN(Method):
@@ -124,7 +120,9 @@ class CNN(Method):
         self.model = model
         self.batch_size = batch_size
         self._halo_option = halo
-        # loads the model now (errors surface here, not in a dask task); cached per process
+        # loaded now (errors surface here, not in a dask task), once per process per file,
+        # and held: tiles do not look the file up again
+        self.trained: TrainedModel = _resolve(model)
         self.halo = _radius(self.trained) if halo is None else halo  # type: ignore[misc]
 
     def __repr__(self) -> str:
@@ -148,11 +146,6 @@ class CNN(Method):
         if self.batch_size != 16:
             opts["batch_size"] = self.batch_size
         return opts
-
-    @property
-    def trained(self) -> TrainedModel:
-        """The :class:`~xsr.training.TrainedModel` (loaded on first use)."""
-        return _resolve(self.model)
 
     def check_request(
         self,
