@@ -79,20 +79,11 @@ FULL: dict[str, Any] = {
     },
 }
 QUICK: dict[str, Any] = {
+    **FULL,
     "fields": 8,
     "samples": 3,
-    "holdout": 0.25,
     "teacher_options": {"members": 2, "iterations": 20, "progress": False},
-    "train_options": {
-        "epochs": 1,
-        "steps_per_epoch": 5,
-        "crop": 32,
-        "batch_size": 8,
-        "lr": 1e-3,
-        "val_fraction": 0.2,
-        "patience": 5,
-        "progress": False,
-    },
+    "train_options": {**FULL["train_options"], "epochs": 1, "steps_per_epoch": 5},
 }
 CHOICE_NOTE = (
     "timing probe before the run (1 thread, 10 members, default 400 iterations, scaled from 40): "

@@ -25,6 +25,7 @@ teacher's own ensemble spread where it has one), and gives the speed of both.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -225,17 +226,12 @@ def distill(
         keep = [v for v in obj.data_vars if str(v) in refs and sdim not in obj[v].dims]
         if keep:
             ds_s = xr.merge([ds_s, obj[keep]], compat="override")
-    t0 = time.perf_counter()
-    taught = api.downscale(
-        ds_s,
-        factor=f,
-        method=teacher,
-        conserve=mode,
-        bounds=bnds,
-        dims=dims,
-        device=device,
-        **dict(teacher_options or {}),
+    # every downscaling here: the same factor, operator, grid and device
+    run = functools.partial(
+        api.downscale, factor=f, conserve=mode, bounds=bnds, dims=dims, device=device
     )
+    t0 = time.perf_counter()
+    taught = run(ds_s, method=teacher, **dict(teacher_options or {}))
     assert isinstance(taught, xr.Dataset)
     taught = taught.load()
     teacher_s = (time.perf_counter() - t0) / len(picks)
@@ -259,27 +255,15 @@ def distill(
     method = CNN(model=tm)
     check_coarse = ds_s.isel({sdim: check_pos})
     t0 = time.perf_counter()
-    got = api.downscale(
-        check_coarse,
-        factor=f,
-        method=method,
-        conserve=mode,
-        bounds=bnds,
-        dims=dims,
-        device=device,
-    )[name].load()
+    got = run(check_coarse, method=method)[name].load()
     student_check_s = (time.perf_counter() - t0) / len(check_pos)
     ref = taught[name].isel({sdim: check_pos})
-    bic = api.downscale(
-        check_coarse, factor=f, method="bicubic", conserve=mode, bounds=bnds, dims=dims
-    )[name]
-    w = cell_areas(got, dims=(ydim, xdim))
-    wb = None if w is None else np.broadcast_to(w, got.transpose(..., ydim, xdim).shape)
+    bic = run(check_coarse, method="bicubic")[name]
     g = got.transpose(..., ydim, xdim)
     r = ref.transpose(*g.dims)
-    b = bic.transpose(*g.dims)
-    rmse_st = metrics.rmse(g.values, r.values, weights=wb)
-    rmse_bt = metrics.rmse(b.values, r.values, weights=wb)
+    w = cell_areas(g, dims=(ydim, xdim))  # (y, x): broadcasts against (..., y, x)
+    rmse_st = metrics.rmse(g.values, r.values, weights=w)
+    rmse_bt = metrics.rmse(bic.transpose(*g.dims).values, r.values, weights=w)
     spread = None
     if f"{name}_std" in taught:
         s = taught[f"{name}_std"].isel({sdim: check_pos}).values
@@ -291,9 +275,7 @@ def distill(
     if downscale:
         src = obj[[name]] if isinstance(obj, xr.Dataset) else da
         t0 = time.perf_counter()
-        result = api.downscale(
-            src, factor=f, method=method, conserve=mode, bounds=bnds, dims=dims, device=device
-        )
+        result = run(src, method=method)
         if not _is_lazy(result):
             result = result.load()
             student_s = (time.perf_counter() - t0) / n
