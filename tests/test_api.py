@@ -436,3 +436,14 @@ def test_cell_areas_are_the_weights_of_coarsen_and_downscale():
     # no coordinates: uniform weights
     da = xr.DataArray(np.ones((4, 4)), dims=("y", "x"))
     assert xsr.cell_areas(da) is None
+
+
+def test_grid_and_field_variables():
+    from xsr.api import field_variables, grid_variables
+
+    ds = xsr.testing.lonlat_dataset(12, 24, nt=2)
+    assert sorted(field_variables(ds)) == ["pr", "sst"]
+    aux = grid_variables(ds)
+    assert aux and all(n in ds.variables for n in aux)
+    assert not set(aux) & set(field_variables(ds))
+    assert {ds["lat"].attrs["bounds"], ds["lon"].attrs["bounds"]} <= set(aux)

@@ -191,6 +191,18 @@ class _Grid:
     other_spatial_coords: list[str] = field(default_factory=list)
     _refined: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict, repr=False)
 
+    @property
+    def aux_names(self) -> set[str]:
+        """Names of the variables that describe the grid: bounds and the cell-area variable."""
+        names = (
+            self.ybounds_name,
+            self.xbounds_name,
+            self.lat_bounds_name,
+            self.lon_bounds_name,
+            self.area_name,
+        )
+        return {n for n in names if n}
+
     def refine_curvilinear(self, factor: int) -> tuple[np.ndarray, ...]:
         """(lat_c, lon_c, lat_v, lon_v) of the fine curvilinear grid, computed once."""
         if factor not in self._refined:
@@ -536,6 +548,22 @@ def _spatial_vars(obj: xr.Dataset, g: _Grid, skip: set[str]) -> list[str]:
     ]
 
 
+def grid_variables(obj: xr.Dataset, dims: tuple[Hashable, Hashable] | None = None) -> list[str]:
+    """Variables of ``obj`` that describe its horizontal grid: the CF bounds of its
+    coordinates and its cell-area variable (the ones :func:`downscale` refines or
+    rebuilds instead of downscaling)."""
+    ydim, xdim = spatial_dims(obj, dims)
+    return sorted(_describe(obj, ydim, xdim).aux_names)
+
+
+def field_variables(obj: xr.Dataset, dims: tuple[Hashable, Hashable] | None = None) -> list[str]:
+    """Data variables of ``obj`` on its horizontal grid, bounds and cell areas left out: the
+    fields :func:`downscale` and :func:`coarsen` transform."""
+    ydim, xdim = spatial_dims(obj, dims)
+    g = _describe(obj, ydim, xdim)
+    return _spatial_vars(obj, g, g.aux_names)
+
+
 def _warn_dropped(obj: xr.Dataset, g: _Grid, kept: list[str], skip: set[str]) -> None:
     """Warn about data variables on only one of the horizontal dimensions (dropped)."""
     dropped = [
@@ -595,11 +623,7 @@ def _assemble(
         out.attrs = _add_history(out.attrs, line)
         return out
 
-    skip = set(bvars) | {
-        n for n in (g.ybounds_name, g.xbounds_name, g.lat_bounds_name, g.lon_bounds_name) if n
-    }
-    if g.area_name:
-        skip.add(g.area_name)
+    skip = set(bvars) | g.aux_names
     names = _spatial_vars(obj, g, skip)
     if not names:
         raise SpatialDimsError(

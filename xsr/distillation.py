@@ -192,7 +192,7 @@ def distill(
         mopts.setdefault("skip", True)
     topts["model_options"] = mopts
     t_start = time.perf_counter()
-    da = _select_var(obj, var)
+    da = _select_var(obj, var, dims)
     name = "field" if da.name is None else str(da.name)
     da = da.rename(name)
     ydim, xdim = api.spatial_dims(da, dims)
@@ -221,9 +221,11 @@ def distill(
     ds_s = coarse_s.to_dataset()
     if isinstance(obj, xr.Dataset):
         # the bounds and cell-area variables that describe the grid go along
-        refs = {str(obj[c].attrs.get("bounds", "")) for c in obj.coords}
-        refs |= set(str(da.attrs.get("cell_measures", "")).replace(":", " ").split())
-        keep = [v for v in obj.data_vars if str(v) in refs and sdim not in obj[v].dims]
+        keep = [
+            v
+            for v in api.grid_variables(obj, dims)
+            if v in obj.data_vars and sdim not in obj[v].dims
+        ]
         if keep:
             ds_s = xr.merge([ds_s, obj[keep]], compat="override")
     # every downscaling here: the same factor, operator, grid and device

@@ -89,21 +89,19 @@ def _fine_weights(obj: xr.DataArray, ydim: str, xdim: str, factor: int | None) -
     return w / m if m > 0 else w
 
 
-def _select_var(hr: xr.DataArray | xr.Dataset, var: Hashable | None) -> xr.DataArray:
+def _select_var(
+    hr: xr.DataArray | xr.Dataset,
+    var: Hashable | None,
+    dims: tuple[Hashable, Hashable] | None = None,
+) -> xr.DataArray:
     if isinstance(hr, xr.DataArray):
         return hr
     if not isinstance(hr, xr.Dataset):
         raise TypeError(f"expected an xarray DataArray or Dataset, got {type(hr).__name__}")
     if var is None:
-        # fields: floating point, >= 2-D, and not a bounds or cell-area variable of the grid
-        aux = {str(hr[c].attrs.get("bounds", "")) for c in hr.variables}
-        for v in hr.data_vars.values():
-            aux |= set(str(v.attrs.get("cell_measures", "")).replace(":", " ").split())
-        names = [
-            str(k)
-            for k, v in hr.data_vars.items()
-            if v.ndim >= 2 and v.dtype.kind == "f" and str(k) not in aux
-        ]
+        from .api import field_variables
+
+        names = [n for n in field_variables(hr, dims) if hr[n].dtype.kind == "f"]
         if len(names) != 1:
             raise OptionError(
                 f"var=None but the Dataset has {len(names)} floating-point field variables "
@@ -633,7 +631,7 @@ def train(
     dev = resolve_device(device)
 
     # ------------------------------------------------------------------ data
-    da = _select_var(hr, var)
+    da = _select_var(hr, var, dims)
     if da.dtype.kind != "f":
         da = da.astype(np.float64)
     ydim, xdim = spatial_dims(da, dims)
