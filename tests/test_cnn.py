@@ -149,6 +149,9 @@ def test_land_mask_and_areas() -> None:
     assert np.array_equal(np.isfinite(fine["sst"].values), valid)
     err = conservation_error(fine["sst"].values, coarse["sst"].values, 2, weights=w)
     assert err < 1e-12
+    # tiles near land: the filled cells a tile sees are those of the untiled run
+    tiled = coarse.sr.downscale(factor=2, method="cnn", model=model, tile_size=8)
+    np.testing.assert_allclose(tiled["sst"].values, fine["sst"].values, rtol=0, atol=1e-12)
 
 
 def test_periodic_longitude() -> None:
