@@ -12,9 +12,8 @@
 :func:`fetch_model` looks in this order:
 
 1. ``XSR_MODEL_DIR``: a directory holding ``<name>.pt`` files (offline override; no network).
-2. Weights shipped inside the package (``xsr/data/models``).
-3. The cache, ``XSR_CACHE_DIR/models`` (default ``pooch.os_cache("xsr")/models``).
-4. A download with :mod:`pooch` from the registered URL, checked against its sha256.
+2. The cache, ``XSR_CACHE_DIR/models`` (default ``pooch.os_cache("xsr")/models``).
+3. A download with :mod:`pooch` from the registered URL, checked against its sha256.
    ``XSR_OFFLINE=1`` forbids this step.
 
 Teams publish their own weights with :func:`register_model` (a URL and its sha256).
@@ -23,10 +22,8 @@ Teams publish their own weights with :func:`register_model` (a URL and its sha25
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,23 +49,20 @@ class ModelSource:
     ----------
     name : str
         Registry name; the file is ``<name>.pt``.
+    url : str
+        Download address (``https://``, ``ftp://``, ``doi:``...).
     sha256 : str
-        sha256 of the file (checked on download, and by the tests for shipped weights).
+        sha256 of the file, checked on download and on offline use of the cache.
     description : str
         What the network does and what it was trained on.
-    url : str or None
-        Download address; ``None`` for weights shipped inside the package.
-    package_file : str or None
-        File name under ``xsr/data/models`` for weights shipped inside the package.
     licence : str
         Licence and credit of the weights (and of their training data).
     """
 
     name: str
+    url: str
     sha256: str
     description: str = ""
-    url: str | None = None
-    package_file: str | None = None
     licence: str = ""
 
     @property
@@ -76,13 +70,13 @@ class ModelSource:
         return f"{self.name}.pt"
 
 
-#: Weights published with xsr (see ``scripts/make_models.py`` for how they were trained).
-_BUILTIN: tuple[ModelSource, ...] = ()
-_REGISTRY: dict[str, ModelSource] = {s.name: s for s in _BUILTIN}
+#: Registered weights.  None is published with xsr yet (the project has no release host);
+#: teams add theirs with :func:`register_model`.
+_REGISTRY: dict[str, ModelSource] = {}
 
 
 def list_models() -> list[str]:
-    """Names of the registered trained networks (shipped and registered at run time)."""
+    """Names of the registered trained networks (registered with :func:`register_model`)."""
     return sorted(_REGISTRY)
 
 
@@ -142,29 +136,9 @@ def register_model(
         raise OptionError(
             f"a model named {name!r} is registered already; pass overwrite=True to replace it"
         )
-    src = ModelSource(name=name, sha256=h, description=description, url=url, licence=licence)
+    src = ModelSource(name=name, url=url, sha256=h, description=description, licence=licence)
     _REGISTRY[name] = src
     return src
-
-
-def _offline() -> bool:
-    from .datasets import _offline as offline
-
-    return offline()
-
-
-def _cache_dir() -> Path:
-    from .datasets import _cache_dir as cache
-
-    return cache() / "models"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_model(name: str) -> Path:
@@ -184,19 +158,18 @@ def fetch_model(name: str) -> Path:
     OptionError
         Unknown name (with a suggestion).
     DataUnavailableError
-        Not in ``XSR_MODEL_DIR``, not shipped, not cached, and ``XSR_OFFLINE`` forbids the
-        download.
+        Not in ``XSR_MODEL_DIR``, not cached, and ``XSR_OFFLINE`` forbids the download.
     """
     src = model_source(name)
     raw = os.environ.get("XSR_MODEL_DIR", "")
     model_dir = Path(raw).expanduser() if raw else None
     if model_dir is not None and (model_dir / src.filename).is_file():
         return model_dir / src.filename
-    if src.package_file is not None:
-        ref = resources.files(__package__ or "xsr").joinpath("data", "models", src.package_file)
-        with resources.as_file(ref) as path:
-            return Path(path)
-    cache = _cache_dir()
+    import pooch
+
+    from .datasets import _cache_dir, _offline
+
+    cache = _cache_dir() / "models"
     target = cache / src.filename
     looked = (
         "XSR_MODEL_DIR is not set"
@@ -204,7 +177,7 @@ def fetch_model(name: str) -> Path:
         else f"XSR_MODEL_DIR={str(model_dir)!r} holds no file {src.filename!r}"
     )
     if _offline():
-        if target.is_file() and _sha256(target) == src.sha256:
+        if target.is_file() and pooch.file_hash(str(target)) == src.sha256:
             return target
         raise DataUnavailableError(
             f"trained model {name!r} is not available offline: {looked}, and the cache "
@@ -213,9 +186,6 @@ def fetch_model(name: str) -> Path:
             f"put {src.filename!r} in a directory and set XSR_MODEL_DIR to it, or unset "
             "XSR_OFFLINE."
         )
-    import pooch
-
-    assert src.url is not None
     cache.mkdir(parents=True, exist_ok=True)
     return Path(
         pooch.retrieve(
