@@ -17,14 +17,13 @@ MODEL.pt`` applies it.  ``xsr distill COARSE... --out STUDENT.pt --factor F`` di
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._atomic import atomic_write, check_target
 from .exceptions import OptionError, OutputExistsError, XsrError
 
 if TYPE_CHECKING:
@@ -45,27 +44,7 @@ def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike[str], *, overwri
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
     """
-    out = Path(path)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(
-            f"output file {str(out)!r} exists; pass --overwrite to replace it, or choose "
-            "another name"
-        )
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise OptionError(
-            f"output folder {str(folder)!r} does not exist; create it first (mkdir -p)"
-        )
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return out
+    return atomic_write(path, ds.to_netcdf, overwrite=overwrite)
 
 
 def _parse_float_or_none(text: str) -> float | None:
@@ -367,7 +346,7 @@ def _train(args: argparse.Namespace) -> int:
     from . import batch
     from .training import train
 
-    out = _check_out(args.out, args.overwrite)
+    out = check_target(args.out, overwrite=args.overwrite)
     mode, bounds = _bounds_of(args)
     ds = batch.open_inputs(list(args.inputs), var=[args.var] if args.var else None)
     t0 = time.perf_counter()
@@ -413,18 +392,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_out(path: str, overwrite: bool) -> Path:
-    out = Path(path)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(
-            f"file {str(out)!r} exists; pass --overwrite to replace it, or choose another name"
-        )
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise OptionError(f"output folder {str(folder)!r} does not exist; create it first")
-    return out
-
-
 def _bounds_of(args: argparse.Namespace) -> tuple[Any, Any]:
     from .conserve import check_conserve
 
@@ -442,8 +409,8 @@ def _distill(args: argparse.Namespace) -> int:
     from . import batch
     from .distillation import distill
 
-    out = _check_out(args.out, args.overwrite)
-    report_path = _check_out(args.report, args.overwrite) if args.report else None
+    out = check_target(args.out, overwrite=args.overwrite)
+    report_path = check_target(args.report, overwrite=args.overwrite) if args.report else None
     mode, bounds = _bounds_of(args)
     teacher_options: dict[str, Any] = {}
     if args.members is not None:
@@ -490,9 +457,8 @@ def _distill(args: argparse.Namespace) -> int:
     )
     print(f"  wrote {out}")
     if report_path is not None:
-        tmp = report_path.with_name(f".{report_path.name}.tmp")
-        tmp.write_text(json.dumps(r, indent=2, default=str))
-        os.replace(tmp, report_path)
+        text = json.dumps(r, indent=2, default=str)
+        atomic_write(report_path, lambda tmp: Path(tmp).write_text(text))
         print(f"  wrote {report_path}")
     print(
         f"  next: xsr downscale {' '.join(args.inputs)} FINE.zarr --factor {args.factor} "

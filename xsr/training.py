@@ -226,37 +226,19 @@ class TrainedModel:
         -------
         Path
         """
-        import os
-        import tempfile
-
         import torch
 
-        path = Path(path)
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise OptionError(
-                f"folder {str(folder)!r} of {str(path)!r} does not exist; create it first"
-            )
+        from ._atomic import atomic_write
+
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        # written to a temporary file beside it, then renamed: an interrupted save (or
-        # checkpoint) never leaves a half-written file, and the previous one stays intact
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            torch.save(
-                {
-                    "format": _FORMAT,
-                    "format_version": _FORMAT_VERSION,
-                    "state_dict": state,
-                    "metadata": self.metadata(),
-                },
-                tmp,
-            )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        obj = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "state_dict": state,
+            "metadata": self.metadata(),
+        }
+        # an interrupted save (or checkpoint) never leaves a half-written file
+        return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> TrainedModel:
