@@ -399,3 +399,15 @@ def test_save_is_atomic(tm: TrainedModel, tmp_path: Path, monkeypatch: pytest.Mo
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
     with pytest.raises(OptionError, match="does not exist; create it first"):
         tm.save(tmp_path / "missing" / "m.pt")
+
+
+def test_batch_size_option(hr: xr.Dataset, tm: TrainedModel) -> None:
+    coarse = _coarse(hr)
+    one = coarse.sr.downscale(factor=2, method="cnn", model=tm, batch_size=1)["ssh"].values
+    many = coarse.sr.downscale(factor=2, method="cnn", model=tm)["ssh"].values
+    # float32 network: the batch size may change the round-off only
+    np.testing.assert_allclose(one, many, rtol=0, atol=1e-6)
+    assert xsr.get_method("cnn", model=tm, batch_size=3).options()["batch_size"] == 3
+    for bad in (0, 2.5, True):
+        with pytest.raises(OptionError, match="batch_size must be an integer >= 1"):
+            xsr.get_method("cnn", model=tm, batch_size=bad)

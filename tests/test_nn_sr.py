@@ -228,3 +228,11 @@ def test_skip_adds_bicubic(name: str) -> None:
     with torch.no_grad():
         y = enforced.double()(xd)
     assert conservation_error(y, xd, 2) < 1e-12
+
+
+def test_receptive_radius_limit() -> None:
+    net = build_sr_model("edsr", factor=2)
+    full = net.receptive_radius()
+    assert full > 4
+    assert net.receptive_radius(limit=4) == 4  # a wider reach is reported as the limit
+    assert build_sr_model("srcnn", factor=2, kernels=(3, 3, 3)).receptive_radius() == 3
