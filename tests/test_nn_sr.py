@@ -236,3 +236,20 @@ def test_receptive_radius_limit() -> None:
     assert full > 4
     assert net.receptive_radius(limit=4) == 4  # a wider reach is reported as the limit
     assert build_sr_model("srcnn", factor=2, kernels=(3, 3, 3)).receptive_radius() == 3
+
+
+def test_docs_network_table_matches_the_code() -> None:
+    """The parameter counts and receptive radii in docs/training.md are the code's."""
+    import re
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+    if not doc.exists():
+        pytest.skip("docs/ not present beside the tests (installed package)")
+    rows = re.findall(
+        r'^\| `"([a-z-]+)"`[^|]*\|[^|]*\| ([\d,]+) \| (\d+) \|$', doc.read_text(), re.M
+    )
+    assert {name for name, _, _ in rows} == set(SR_MODELS)
+    for name, params, radius in rows:
+        net = build_sr_model(name, factor=4)
+        assert sum(p.numel() for p in net.parameters()) == int(params.replace(",", "")), name
+        assert net.receptive_radius() == int(radius), name

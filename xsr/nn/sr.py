@@ -34,6 +34,7 @@ is a chain over the prime factors of ``f``: a convolution and a pixel shuffle fo
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from collections.abc import Sequence
@@ -284,13 +285,17 @@ class SRModel(nn.Module):
         )
 
     def receptive_radius(self, *, limit: int = 64) -> int:
-        """How far, in coarse cells, an input cell influences the output (measured).
+        """How far, in coarse cells, an input cell can influence the output (measured).
 
-        A unit change of the centre cell of a random square input is pushed through
-        :meth:`features` (no enforcement, which acts within coarse cells); the radius is the
-        largest Chebyshev distance of a coarse cell whose fine cells changed at all.  The
-        square grows (9, 17, 33... cells) until the change stays inside it.  This is the
-        halo tiles need for the network to reproduce the untiled result.
+        The reach is structural, not that of particular weights or inputs: on a float64
+        copy of the network with every parameter made positive (``|p| + 0.01``) and a
+        positive input, every ReLU passes, so no path is gated off; the gradient of the
+        output of the centre coarse cell (its fine cells, before the enforcement, which
+        acts within coarse cells) with respect to the input is then a sum of positive
+        products, non-zero exactly on the input cells that reach it.  The radius is their
+        largest Chebyshev distance; the square grows (17, 33, 65... cells) until they stay
+        inside it.  This is the halo tiles need for the network to reproduce the untiled
+        result.
 
         Parameters
         ----------
@@ -302,29 +307,25 @@ class SRModel(nn.Module):
         -------
         int
         """
-        param = next(self.parameters())
-        was_training = self.training
-        self.eval()
+        net = copy.deepcopy(self).to(device="cpu", dtype=torch.float64).eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(p.abs() + 0.01)
         f = self.factor
         r = 4
-        try:
-            while True:
-                r = min(2 * r, int(limit))
-                n = 2 * r + 1
-                gen = torch.Generator().manual_seed(0)
-                x = torch.randn(1, self.in_channels, n, n, generator=gen)
-                x = x.to(device=param.device, dtype=param.dtype)
-                x2 = x.clone()
-                x2[:, :, r, r] += 1.0
-                with torch.no_grad():
-                    d = (self.features(x2) - self.features(x)).abs().amax(dim=(0, 1))
-                changed = d.reshape(n, f, n, f).amax(dim=(1, 3)) > 0
-                idx = torch.nonzero(changed)
-                reach = 0 if idx.numel() == 0 else int((idx - r).abs().max())
-                if reach < r or r >= limit:
-                    return min(reach, int(limit))
-        finally:
-            self.train(was_training)
+        while True:
+            r = min(2 * r, int(limit))
+            n = 2 * r + 1
+            gen = torch.Generator().manual_seed(0)
+            x = 0.5 + torch.rand(1, self.in_channels, n, n, generator=gen, dtype=torch.float64)
+            x.requires_grad_(True)
+            y = net.features(x)
+            y[..., r * f : (r + 1) * f, r * f : (r + 1) * f].sum().backward()
+            assert x.grad is not None
+            idx = torch.nonzero(x.grad.abs().amax(dim=(0, 1)) > 0)
+            reach = 0 if idx.numel() == 0 else int((idx - r).abs().max())
+            if reach < r or r >= limit:
+                return min(reach, int(limit))
 
     def fine_size(self, coarse: torch.Tensor) -> tuple[int, int]:
         """``(ny*factor, nx*factor)`` for a coarse batch."""
