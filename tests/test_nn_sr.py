@@ -253,3 +253,11 @@ def test_docs_network_table_matches_the_code() -> None:
         net = build_sr_model(name, factor=4)
         assert sum(p.numel() for p in net.parameters()) == int(params.replace(",", "")), name
         assert net.receptive_radius() == int(radius), name
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(OptionError, match=r"'edsr' does not take the option\(s\) \['blockz'\]"):
+        build_sr_model("edsr", factor=2, blockz=3)
+    # the shared options reach the base class through every network
+    net = build_sr_model("rdn", factor=3, in_channels=2, skip=True, conserve=None)
+    assert net.in_channels == 2 and net.skip and net.factor == 3

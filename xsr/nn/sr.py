@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -347,8 +348,9 @@ class SRCNN(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels, skip
-        See :class:`SRModel`.
+    **common
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
+        see :class:`SRModel`.
     channels : (int, int), default (64, 32)
         Widths of the first two convolutions.
     kernels : (int, int, int), default (9, 5, 5)
@@ -362,23 +364,11 @@ class SRCNN(SRModel):
     def __init__(
         self,
         *,
-        factor: int,
-        conserve: ConserveMode | None = "additive",
-        bounds: Sequence[float | None] | None = None,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        skip: bool = False,
         channels: tuple[int, int] = (64, 32),
         kernels: tuple[int, int, int] = (9, 5, 5),
+        **common: Any,
     ) -> None:
-        super().__init__(
-            factor=factor,
-            conserve=conserve,
-            bounds=bounds,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            skip=skip,
-        )
+        super().__init__(**common)
         c1, c2 = channels
         k1, k2, k3 = kernels
         self.body = nn.Sequential(
@@ -406,8 +396,9 @@ class LapSRN(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels, skip
-        See :class:`SRModel`.
+    **common
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
+        see :class:`SRModel`.
     channels : int, default 32
         Feature width.
     depth : int, default 3
@@ -421,23 +412,11 @@ class LapSRN(SRModel):
     def __init__(
         self,
         *,
-        factor: int,
-        conserve: ConserveMode | None = "additive",
-        bounds: Sequence[float | None] | None = None,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        skip: bool = False,
         channels: int = 32,
         depth: int = 3,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            factor=factor,
-            conserve=conserve,
-            bounds=bounds,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            skip=skip,
-        )
+        super().__init__(**common)
         self.levels = max(1, math.ceil(math.log2(self.factor) - 1e-9))
         cin, cout = self.in_channels, self.out_channels
         self.head = _conv(cin, channels)
@@ -477,8 +456,9 @@ class DenseUNet(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels, skip
-        See :class:`SRModel`.
+    **common
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
+        see :class:`SRModel`.
     channels : int, default 32
         Width between blocks.
     growth : int, default 16
@@ -496,25 +476,13 @@ class DenseUNet(SRModel):
     def __init__(
         self,
         *,
-        factor: int,
-        conserve: ConserveMode | None = "additive",
-        bounds: Sequence[float | None] | None = None,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        skip: bool = False,
         channels: int = 32,
         growth: int = 16,
         layers: int = 3,
         levels: int = 2,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            factor=factor,
-            conserve=conserve,
-            bounds=bounds,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            skip=skip,
-        )
+        super().__init__(**common)
 
         def block(cin: int) -> nn.Sequential:
             dense = _DenseBlock(cin, growth, layers)
@@ -583,8 +551,9 @@ class DBPN(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels, skip
-        See :class:`SRModel`.
+    **common
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
+        see :class:`SRModel`.
     channels : int, default 32
         Feature width.
     stages : int, default 2
@@ -598,23 +567,11 @@ class DBPN(SRModel):
     def __init__(
         self,
         *,
-        factor: int,
-        conserve: ConserveMode | None = "additive",
-        bounds: Sequence[float | None] | None = None,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        skip: bool = False,
         channels: int = 32,
         stages: int = 2,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            factor=factor,
-            conserve=conserve,
-            bounds=bounds,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            skip=skip,
-        )
+        super().__init__(**common)
         if stages < 1:
             raise OptionError(f"stages must be >= 1, got {stages}")
         self.head = nn.Sequential(
@@ -645,8 +602,9 @@ class SRDenseNet(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels, skip
-        See :class:`SRModel`.
+    **common
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
+        see :class:`SRModel`.
     blocks : int, default 4
         Dense blocks.
     layers : int, default 4
@@ -664,25 +622,13 @@ class SRDenseNet(SRModel):
     def __init__(
         self,
         *,
-        factor: int,
-        conserve: ConserveMode | None = "additive",
-        bounds: Sequence[float | None] | None = None,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        skip: bool = False,
         blocks: int = 4,
         layers: int = 4,
         growth: int = 16,
         bottleneck: int = 64,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            factor=factor,
-            conserve=conserve,
-            bounds=bounds,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            skip=skip,
-        )
+        super().__init__(**common)
         width = layers * growth
         self.head = _conv(self.in_channels, width)
         self.blocks = nn.ModuleList(_DenseBlock(width, growth, layers) for _ in range(blocks))
@@ -721,8 +667,9 @@ class EDSR(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels, skip
-        See :class:`SRModel`.
+    **common
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
+        see :class:`SRModel`.
     blocks : int, default 8
         Residual blocks.
     channels : int, default 32
@@ -738,24 +685,12 @@ class EDSR(SRModel):
     def __init__(
         self,
         *,
-        factor: int,
-        conserve: ConserveMode | None = "additive",
-        bounds: Sequence[float | None] | None = None,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        skip: bool = False,
         blocks: int = 8,
         channels: int = 32,
         res_scale: float = 1.0,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            factor=factor,
-            conserve=conserve,
-            bounds=bounds,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            skip=skip,
-        )
+        super().__init__(**common)
         self.head = _conv(self.in_channels, channels)
         self.body = nn.Sequential(
             *(_ResBlock(channels, res_scale) for _ in range(blocks)), _conv(channels, channels)
@@ -786,8 +721,9 @@ class RDN(SRModel):
 
     Parameters
     ----------
-    factor, conserve, bounds, in_channels, out_channels, skip
-        See :class:`SRModel`.
+    **common
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
+        see :class:`SRModel`.
     blocks : int, default 4
         Residual dense blocks (D).
     layers : int, default 4
@@ -805,25 +741,13 @@ class RDN(SRModel):
     def __init__(
         self,
         *,
-        factor: int,
-        conserve: ConserveMode | None = "additive",
-        bounds: Sequence[float | None] | None = None,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        skip: bool = False,
         blocks: int = 4,
         layers: int = 4,
         growth: int = 16,
         channels: int = 32,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            factor=factor,
-            conserve=conserve,
-            bounds=bounds,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            skip=skip,
-        )
+        super().__init__(**common)
         self.sfe1 = _conv(self.in_channels, channels)
         self.sfe2 = _conv(channels, channels)
         self.rdbs = nn.ModuleList(_RDB(channels, growth, layers) for _ in range(blocks))
@@ -886,6 +810,8 @@ def build_sr_model(
     ------
     MethodError
         For an unknown name, with the nearest match and the available names.
+    OptionError
+        For an option the network does not take, with the allowed ones.
     """
     key = str(name).lower()
     if key not in SR_MODELS:
@@ -893,4 +819,14 @@ def build_sr_model(
         close = difflib.get_close_matches(key, available, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise MethodError(f"unknown SR model {name!r}; {hint}available: {available}")
-    return SR_MODELS[key](factor=factor, conserve=conserve, **kwargs)
+    cls = SR_MODELS[key]
+    allowed = {
+        p.name
+        for c in (cls, SRModel)
+        for p in inspect.signature(c.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    }
+    bad = sorted(set(kwargs) - allowed)
+    if bad:
+        raise OptionError(f"{key!r} does not take the option(s) {bad}; allowed: {sorted(allowed)}")
+    return cls(factor=factor, conserve=conserve, **kwargs)
