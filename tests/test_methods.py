@@ -220,3 +220,18 @@ def test_fine_mask_that_empties_a_valid_coarse_cell_is_refused():
     y = downscale_array(x, factor=2, method="bilinear", mask=mask)
     assert np.isnan(y[0, :2, :2]).all()
     assert conservation_error(y, x, 2) < 1e-12
+
+
+def test_forwarded_options_are_validated():
+    """DIPEnsemble forwards **options to DIP: both sets are accepted, others named."""
+    from xsr._kwargs import accepted_options
+    from xsr.methods.dip import DIP, DIPEnsemble
+
+    allowed = accepted_options(DIPEnsemble)
+    assert allowed is not None
+    assert {"members", "uncertainty"} | (accepted_options(DIP) or set()) == allowed
+    assert get_method("dip-ensemble", members=3, iterations=5, progress=False).members == 3
+    with pytest.raises(OptionError, match=r"does not take the option\(s\) \['memebrs'\]"):
+        get_method("dip-ensemble", memebrs=3)
+    assert accepted_options(lambda **kw: None) is None  # open-ended callables: not judged
+    assert accepted_options(Plus) == {"offset"}

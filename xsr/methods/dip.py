@@ -672,44 +672,12 @@ class DIPEnsemble(DIP):
         self,
         *,
         members: int = 10,
-        generator: GeneratorName = "decoder",
-        iterations: int | None = None,
-        lr: float | None = None,
-        seed: int = 0,
-        skip: bool | None = None,
-        resolution: int | None = None,
-        input_noise: float | None = None,
-        noise_std: float | None = None,
-        tol: float | None = None,
         uncertainty: Uncertainty = "ensemble",
         latent_samples: int = 4,
-        latent_noise: float = 0.1,
-        keep_members: bool = False,
-        amp: bool | None = None,
-        net_dtype: NetDtype = "float32",
-        progress: bool | None = None,
-        max_batch: int | None = None,
+        **options: Any,
     ) -> None:
         self._members = _check_int("members", members, 2)
-        super().__init__(
-            generator=generator,
-            iterations=iterations,
-            lr=lr,
-            seed=seed,
-            skip=skip,
-            resolution=resolution,
-            input_noise=input_noise,
-            noise_std=noise_std,
-            tol=tol,
-            uncertainty=uncertainty,
-            latent_samples=latent_samples,
-            latent_noise=latent_noise,
-            keep_members=keep_members,
-            amp=amp,
-            net_dtype=net_dtype,
-            progress=progress,
-            max_batch=max_batch,
-        )
+        super().__init__(uncertainty=uncertainty, latent_samples=latent_samples, **options)
 
     @property
     def members(self) -> int:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from .._kwargs import accepted_options
 from ..exceptions import MethodError, OptionError
 from .base import Method
 
@@ -93,21 +93,14 @@ def get_method(method: str | Method, **options: Any) -> Method:
             f"method must be a name (str) or a xsr Method instance, got {type(method).__name__}"
         )
     factory = _factory(method)
-    try:
-        sig = inspect.signature(factory)
-        sig.bind(**options)
-    except TypeError:
-        params = [
-            p.name
-            for p in inspect.signature(factory).parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        bad = sorted(set(options) - set(params))
-        raise OptionError(
-            f"method {method!r} does not take the option(s) {bad}; its options are {params}"
-        ) from None
-    except ValueError:  # no signature available
-        pass
+    allowed = accepted_options(factory)
+    if allowed is not None:
+        bad = sorted(set(options) - allowed)
+        if bad:
+            raise OptionError(
+                f"method {method!r} does not take the option(s) {bad}; its options are "
+                f"{sorted(allowed)}"
+            )
     inst = factory(**options)
     if not isinstance(inst, Method):
         raise MethodError(

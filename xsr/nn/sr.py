@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -45,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._kwargs import accepted_options
 from ..conserve import ConserveMode, Enforce, check_options, enforce
 from ..exceptions import MethodError, OptionError, ShapeError
 
@@ -820,12 +820,7 @@ def build_sr_model(
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise MethodError(f"unknown SR model {name!r}; {hint}available: {available}")
     cls = SR_MODELS[key]
-    allowed = {
-        p.name
-        for c in (cls, SRModel)
-        for p in inspect.signature(c.__init__).parameters.values()
-        if p.kind is p.KEYWORD_ONLY
-    }
+    allowed = accepted_options(cls) or set()
     bad = sorted(set(kwargs) - allowed)
     if bad:
         raise OptionError(f"{key!r} does not take the option(s) {bad}; allowed: {sorted(allowed)}")
