@@ -332,7 +332,9 @@ def test_dask_input_stays_lazy_and_matches():
     )
     assert lazy["sst_std"].chunks is not None
     assert lazy["sst_members"].chunks is not None
-    xr.testing.assert_allclose(lazy.compute(), eager, atol=1e-5)
+    # in this thread: torch's thread count (set to 1 above) changes float32 round-off, which
+    # the fit amplifies; dask's worker threads keep the process default
+    xr.testing.assert_allclose(lazy.compute(scheduler="synchronous"), eager, atol=1e-5)
 
 
 def test_cli_dip_ensemble(tmp_path, capsys):
