@@ -12,15 +12,30 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import warnings
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
 
 from . import grid
+from .cfgrid import (
+    Grid,
+    WeightsArg,
+    cell_areas,
+    coarse_coords,
+    describe,
+    field_variables,
+    fine_coords,
+    fine_weights,
+    grid_array,
+    grid_variables,
+    mask_arrays,
+    own_areas,
+    spatial_dims,
+    spatial_vars,
+    weights_factors,
+)
 from .exceptions import (
-    CoordinateError,
     DtypeError,
     OptionError,
     ShapeError,
@@ -33,22 +48,17 @@ if TYPE_CHECKING:
     from .conserve import ConserveMode
     from .methods.base import Method
 
-__all__ = ["cell_areas", "coarsen", "downscale", "spatial_dims"]
+__all__ = [
+    "cell_areas",
+    "coarsen",
+    "downscale",
+    "field_variables",
+    "grid_variables",
+    "spatial_dims",
+]
 
 XrObj = xr.Dataset | xr.DataArray
 Boundary = Literal["exact", "trim", "pad"]
-WeightsArg = Literal["auto", "area", "uniform"] | None | xr.DataArray | np.ndarray
-GridKind = Literal["lonlat", "rotated", "projected", "curvilinear", "index"]
-
-_NAME_FALLBACKS: tuple[tuple[str, str], ...] = (
-    ("y", "x"),
-    ("lat", "lon"),
-    ("latitude", "longitude"),
-    ("rlat", "rlon"),
-    ("nlat", "nlon"),
-)
-_LAT_UNITS = {"degrees_north", "degree_north", "degree_N", "degrees_N", "degreeN", "degreesN"}
-_LON_UNITS = {"degrees_east", "degree_east", "degree_E", "degrees_E", "degreeE", "degreesE"}
 
 
 def _version() -> str:
@@ -60,468 +70,27 @@ def _version() -> str:
 # ------------------------------------------------------------------------------------------
 # axis detection
 # ------------------------------------------------------------------------------------------
-def _cf_axes(obj: XrObj) -> dict[str, list[str]]:
-    import cf_xarray  # noqa: F401  (registers .cf)
-
-    try:
-        axes = obj.cf.axes
-    except Exception:  # pragma: no cover - cf-xarray failures on exotic attrs
-        axes = {}
-    return {k: [str(n) for n in v] for k, v in axes.items()}
-
-
-def _cf_coords(obj: XrObj) -> dict[str, list[str]]:
-    import cf_xarray  # noqa: F401
-
-    try:
-        coords = obj.cf.coordinates
-    except Exception:  # pragma: no cover
-        coords = {}
-    return {k: [str(n) for n in v] for k, v in coords.items()}
-
-
-def spatial_dims(obj: XrObj, dims: tuple[Hashable, Hashable] | None = None) -> tuple[str, str]:
-    """Find the two horizontal dimensions ``(y, x)`` of ``obj``.
-
-    Parameters
-    ----------
-    obj : Dataset or DataArray
-    dims : (y, x), optional
-        Explicit dimension names; validated and returned.
-
-    Returns
-    -------
-    (str, str)
-        The y (northward / row) and x (eastward / column) dimension names.
-
-    Notes
-    -----
-    Detection order: cf-xarray X/Y axes that are dimensions (1-D coordinates such as
-    ``latitude``/``longitude``, ``rlat``/``rlon`` or projection ``y``/``x``); then the
-    dimensions of 2-D latitude/longitude coordinates (curvilinear grids); then common names
-    (``y``/``x``, ``lat``/``lon``, ...).
-    """
-    all_dims = [str(d) for d in obj.dims]
-    if dims is not None:
-        if (
-            isinstance(dims, str)
-            or not isinstance(dims, tuple | list)
-            or len(dims) != 2
-            or dims[0] == dims[1]
-        ):
-            raise SpatialDimsError(
-                f"dims must be a pair of two different dimension names (y, x), got {dims!r}"
-            )
-        missing = [d for d in dims if d not in obj.dims]
-        if missing:
-            raise SpatialDimsError(
-                f"dims={tuple(dims)!r}: {missing} not among the dimensions {all_dims}; "
-                "pass the names of the two horizontal dimensions, y first"
-            )
-        return str(dims[0]), str(dims[1])
-
-    axes = _cf_axes(obj)
-    xs = [n for n in axes.get("X", []) if n in obj.dims]
-    ys = [n for n in axes.get("Y", []) if n in obj.dims]
-    if len(xs) > 1 or len(ys) > 1:
-        raise SpatialDimsError(
-            f"ambiguous horizontal dimensions: cf-xarray finds X axes {xs} and Y axes {ys}; "
-            "pass dims=(y, x) to choose, or select one grid first"
-        )
-    if len(xs) == 1 and len(ys) == 1:
-        return ys[0], xs[0]
-
-    coords = _cf_coords(obj)
-    lats = [n for n in coords.get("latitude", []) if obj[n].ndim == 2]
-    lons = [n for n in coords.get("longitude", []) if obj[n].ndim == 2]
-    if lats and lons:
-        pairs = {tuple(obj[a].dims) for a in lats} | {tuple(obj[b].dims) for b in lons}
-        if len({frozenset(p) for p in pairs}) > 1:
-            raise SpatialDimsError(
-                f"ambiguous horizontal dimensions: 2-D latitude/longitude coordinates "
-                f"{lats + lons} span different dimensions {sorted(pairs)}; pass dims=(y, x)"
-            )
-        d2 = [str(d) for d in obj[lats[0]].dims]
-        # order (y, x) as the data are laid out: x is the faster-varying (later) dimension
-        order = [d for d in all_dims if d in d2]
-        if isinstance(obj, xr.Dataset):
-            for v in obj.data_vars.values():
-                if set(d2) <= set(map(str, v.dims)):
-                    order = [str(d) for d in v.dims if d in d2]
-                    break
-        return order[0], order[1]
-
-    for y, x in _NAME_FALLBACKS:
-        if y in obj.dims and x in obj.dims:
-            return y, x
-    raise SpatialDimsError(
-        f"could not find the two horizontal dimensions among {all_dims}: no cf-xarray X/Y "
-        "axes, no 2-D latitude/longitude coordinates and no usual names (y/x, lat/lon); "
-        "pass dims=(y, x), or add CF attributes (axis='X'/'Y' or standard_name)"
-    )
 
 
 # ------------------------------------------------------------------------------------------
 # grid description
 # ------------------------------------------------------------------------------------------
-@dataclass
-class _Grid:
-    ydim: str
-    xdim: str
-    ny: int
-    nx: int
-    kind: GridKind
-    ycoord: str | None = None
-    xcoord: str | None = None
-    ycentres: np.ndarray | None = None  # (ny,)
-    xcentres: np.ndarray | None = None  # (nx,)
-    ykind: Literal["latitude", "longitude", "other"] = "other"
-    xkind: Literal["latitude", "longitude", "other"] = "other"
-    ybounds: np.ndarray | None = None  # (ny, 2)
-    xbounds: np.ndarray | None = None  # (nx, 2)
-    ybounds_name: str | None = None
-    xbounds_name: str | None = None
-    lat2d: str | None = None
-    lon2d: str | None = None
-    lat_v: np.ndarray | None = None  # (ny+1, nx+1)
-    lon_v: np.ndarray | None = None
-    lat_bounds_name: str | None = None
-    lon_bounds_name: str | None = None
-    area_name: str | None = None
-    other_spatial_coords: list[str] = field(default_factory=list)
-    _refined: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict, repr=False)
-
-    @property
-    def aux_names(self) -> set[str]:
-        """Names of the variables that describe the grid: bounds and the cell-area variable."""
-        names = (
-            self.ybounds_name,
-            self.xbounds_name,
-            self.lat_bounds_name,
-            self.lon_bounds_name,
-            self.area_name,
-        )
-        return {n for n in names if n}
-
-    def refine_curvilinear(self, factor: int) -> tuple[np.ndarray, ...]:
-        """(lat_c, lon_c, lat_v, lon_v) of the fine curvilinear grid, computed once."""
-        if factor not in self._refined:
-            assert self.lat_v is not None
-            assert self.lon_v is not None
-            self._refined[factor] = grid.refine_curvilinear(self.lat_v, self.lon_v, factor)
-        return self._refined[factor]
-
-
-def _coord_kind(da: xr.DataArray) -> Literal["latitude", "longitude", "other"]:
-    sn = str(da.attrs.get("standard_name", ""))
-    units = str(da.attrs.get("units", ""))
-    if sn in ("latitude", "grid_latitude") or units in _LAT_UNITS:
-        return "latitude"
-    if sn in ("longitude", "grid_longitude") or units in _LON_UNITS:
-        return "longitude"
-    return "other"
-
-
-def _bounds_name(obj: XrObj, coord: str) -> str | None:
-    name = obj[coord].attrs.get("bounds")
-    if isinstance(obj, xr.Dataset) and isinstance(name, str) and name in obj.variables:
-        return name
-    return None
-
-
-def _bounds_1d(obj: XrObj, coord: str, kind: str) -> tuple[np.ndarray, str | None]:
-    values = np.asarray(obj[coord].values, dtype=np.float64)
-    grid.check_monotonic(values, name=coord, period=360.0 if kind == "longitude" else None)
-    bname = _bounds_name(obj, coord)
-    if bname is not None:
-        b = np.asarray(obj[bname].transpose(coord, ...).values, dtype=np.float64)
-        if b.shape != (values.size, 2):
-            raise CoordinateError(
-                f"bounds variable {bname!r} of {coord!r} has shape {b.shape}, expected "
-                f"({values.size}, 2); fix or drop it (ds.drop_vars({bname!r}))"
-            )
-        return b, bname
-    if values.size < 2:
-        raise CoordinateError(
-            f"coordinate {coord!r} has a single value and no bounds, so its cell size is "
-            "unknown; add a bounds variable (ds.cf.add_bounds) or use dims without coordinates"
-        )
-    return grid.infer_bounds_1d(values, kind=kind), None  # type: ignore[arg-type]
-
-
-def _find_area(obj: XrObj, ydim: str, xdim: str) -> str | None:
-    """Name of a cell-area variable (CF cell_measures) on the grid, if any."""
-    names: list[str] = []
-    variables = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
-    for v in variables:
-        cm = str(v.attrs.get("cell_measures", ""))
-        tokens = cm.replace(":", ": ").split()
-        for i, t in enumerate(tokens[:-1]):
-            if t == "area:":
-                names.append(tokens[i + 1])
-    for n in dict.fromkeys(names):
-        if n in obj.variables or n in obj.coords:
-            a = obj[n]
-            if set(a.dims) == {ydim, xdim}:
-                return n
-    return None
-
-
-def _describe(obj: XrObj, ydim: str, xdim: str) -> _Grid:
-    ny, nx = int(obj.sizes[ydim]), int(obj.sizes[xdim])
-    g = _Grid(ydim=ydim, xdim=xdim, ny=ny, nx=nx, kind="index")
-    g.area_name = _find_area(obj, ydim, xdim)
-    has_y = ydim in obj.coords and obj[ydim].ndim == 1
-    has_x = xdim in obj.coords and obj[xdim].ndim == 1
-    if has_y and has_x:
-        ky, kx = _coord_kind(obj[ydim]), _coord_kind(obj[xdim])
-        g.ycoord, g.xcoord = ydim, xdim
-        g.ykind, g.xkind = ky, kx
-        g.ycentres = np.asarray(obj[ydim].values, np.float64)
-        g.xcentres = np.asarray(obj[xdim].values, np.float64)
-        g.ybounds, g.ybounds_name = _bounds_1d(obj, ydim, ky)
-        g.xbounds, g.xbounds_name = _bounds_1d(obj, xdim, kx)
-        if ky == "latitude" and kx == "longitude":
-            rotated = obj[ydim].attrs.get("standard_name") == "grid_latitude"
-            g.kind = "rotated" if rotated else "lonlat"
-        else:
-            g.kind = "projected"
-    coords = _cf_coords(obj)
-    for lat in coords.get("latitude", []):
-        if set(obj[lat].dims) == {ydim, xdim}:
-            g.lat2d = lat
-    for lon in coords.get("longitude", []):
-        if set(obj[lon].dims) == {ydim, xdim}:
-            g.lon2d = lon
-    if g.lat2d is not None and g.lon2d is not None:
-        lat2 = np.asarray(obj[g.lat2d].transpose(ydim, xdim).values, dtype=np.float64)
-        lon2 = np.asarray(obj[g.lon2d].transpose(ydim, xdim).values, dtype=np.float64)
-        if not (np.isfinite(lat2).all() and np.isfinite(lon2).all()):
-            raise CoordinateError(
-                f"2-D coordinates {g.lat2d!r}/{g.lon2d!r} contain NaN; curvilinear "
-                "refinement needs every cell's position: fill them or pass dims=(y, x) with "
-                "the coordinates dropped"
-            )
-        g.lat_bounds_name = _bounds_name(obj, g.lat2d)
-        g.lon_bounds_name = _bounds_name(obj, g.lon2d)
-        if g.lat_bounds_name and g.lon_bounds_name:
-            lb = obj[g.lat_bounds_name].transpose(ydim, xdim, ...).values
-            ob = obj[g.lon_bounds_name].transpose(ydim, xdim, ...).values
-            g.lat_v = grid.bounds_to_vertices_2d(np.asarray(lb, dtype=np.float64))
-            g.lon_v = grid.bounds_to_vertices_2d(np.asarray(ob, dtype=np.float64))
-        else:
-            g.lat_v, g.lon_v = grid.vertices_from_centres_2d(lat2, lon2)
-        if g.kind == "index":
-            g.kind = "curvilinear"
-    else:
-        g.lat2d = g.lon2d = None
-    known = {ydim, xdim, g.lat2d, g.lon2d, g.area_name}
-    g.other_spatial_coords = [
-        str(c)
-        for c in obj.coords
-        if c not in known and (ydim in obj[c].dims or xdim in obj[c].dims)
-    ]
-    return g
-
-
-def _geometry_areas(g: _Grid, factor: int | None) -> np.ndarray | None:
-    """Cell areas from the grid geometry, or None (no geometry: uniform).
-
-    Of the grid itself with ``factor=None`` (shape (ny, nx)), else of its refinement by
-    ``factor`` (shape (ny*f, nx*f)).
-    """
-    if g.kind in ("lonlat", "rotated", "projected"):
-        assert g.ybounds is not None
-        assert g.xbounds is not None
-        yb = g.ybounds if factor is None else _refine_bounds(g, "y", factor)
-        xb = g.xbounds if factor is None else _refine_bounds(g, "x", factor)
-        area = grid.cell_area_xy if g.kind == "projected" else grid.cell_area_lonlat
-        return area(yb, xb)
-    if g.kind == "curvilinear":
-        assert g.lat_v is not None
-        assert g.lon_v is not None
-        lat_v, lon_v = (g.lat_v, g.lon_v) if factor is None else g.refine_curvilinear(factor)[2:]
-        return grid.cell_area_vertices(lat_v, lon_v)
-    return None
-
-
-def _refine_bounds(g: _Grid, axis: Literal["y", "x"], factor: int) -> np.ndarray:
-    """Fine bounds (n*f, 2) of a 1-D axis of the grid."""
-    centres = g.ycentres if axis == "y" else g.xcentres
-    bounds = g.ybounds if axis == "y" else g.xbounds
-    kind = g.ykind if axis == "y" else g.xkind
-    assert centres is not None
-    return grid.refine_1d(centres, factor, bounds=bounds, kind=kind)[1]
 
 
 # ------------------------------------------------------------------------------------------
 # weights and masks given by the user
 # ------------------------------------------------------------------------------------------
-def _grid_array(
-    value: Any, g: _Grid, *, what: str, factor: int | None
-) -> tuple[np.ndarray, Literal["coarse", "fine"]]:
-    """A 2-D (y, x) array on the coarse or the fine grid, from a DataArray or an ndarray."""
-    if isinstance(value, xr.DataArray):
-        if set(value.dims) != {g.ydim, g.xdim}:
-            raise ShapeError(
-                f"{what} must have exactly the dimensions ({g.ydim!r}, {g.xdim!r}), got "
-                f"{value.dims}"
-            )
-        arr = np.asarray(value.transpose(g.ydim, g.xdim).values)
-    else:
-        arr = np.asarray(value)
-    coarse_shape = (g.ny, g.nx)
-    fine_shape = (g.ny * factor, g.nx * factor) if factor else None
-    if arr.shape == coarse_shape:
-        return arr, "coarse"
-    if fine_shape is not None and arr.shape == fine_shape:
-        return arr, "fine"
-    allowed = f"{coarse_shape} (coarse grid)" + (
-        f" or {fine_shape} (fine grid)" if fine_shape else ""
-    )
-    raise ShapeError(f"{what} has shape {arr.shape}; allowed: {allowed}")
-
-
-def _mask_array(mask: Any, g: _Grid, factor: int) -> tuple[np.ndarray | None, xr.DataArray | None]:
-    """(fine mask (ny*f, nx*f), coarse mask as a (y, x) DataArray); either may be None.
-
-    A coarse mask marks whole coarse cells as missing (they become NaN in the input); a fine
-    mask removes fine cells, and the coarse means are conserved over the remaining ones.
-    """
-    if mask is None:
-        return None, None
-    arr, where = _grid_array(mask, g, what="mask", factor=factor)
-    if arr.dtype.kind == "f":
-        if not np.isin(arr[np.isfinite(arr)], (0.0, 1.0)).all() or np.isnan(arr).any():
-            raise OptionError(
-                "mask must be boolean (True = valid cell) or 0/1, got other values; build it "
-                "with e.g. ds.adt.notnull() or (land_fraction < 0.5)"
-            )
-    elif arr.dtype.kind not in "biu":
-        raise OptionError(f"mask must be boolean (True = valid cell), got dtype {arr.dtype}")
-    arr = arr.astype(bool)
-    if where == "coarse":
-        return None, xr.DataArray(arr, dims=(g.ydim, g.xdim))
-    return arr, None
-
-
-def _weights_array(
-    weights: WeightsArg, g: _Grid, factor: int, obj: XrObj
-) -> tuple[np.ndarray | None, str]:
-    """Fine weights (ny*f, nx*f) or None for uniform, and a description for attrs."""
-    if weights is None or (isinstance(weights, str) and weights == "uniform"):
-        return None, "uniform"
-    if isinstance(weights, str):
-        if weights not in ("auto", "area"):
-            raise OptionError(
-                f"weights must be 'auto', 'area', 'uniform', None or an array of cell areas, "
-                f"got {weights!r}; weights= sets the cell areas of the conservation. A "
-                "trained network is passed as model=, e.g. method='cnn', model='edsr.pt'"
-            )
-        geo = _geometry_areas(g, factor)
-        if g.area_name is not None:
-            area = np.asarray(obj[g.area_name].transpose(g.ydim, g.xdim).values, np.float64)
-            if geo is None:
-                geo = np.ones((g.ny * factor, g.nx * factor))
-            # scale the geometric fine areas so that each block sums to the given area
-            from .conserve import upsample
-
-            s = geo.reshape(g.ny, factor, g.nx, factor).sum(axis=(1, 3))
-            return geo * upsample(area / s, factor), f"cell area from {g.area_name!r}"
-        if geo is None:
-            if weights == "area":
-                raise OptionError(
-                    "weights='area' but the grid has no coordinates or cell_measures to compute "
-                    "areas from; add coordinates, an area variable, or use weights='uniform'"
-                )
-            return None, "uniform"
-        return geo, f"cell area ({g.kind} grid)"
-    arr, where = _grid_array(weights, g, what="weights", factor=factor)
-    arr = np.asarray(arr, dtype=np.float64)
-    if where == "coarse":
-        arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1) / factor**2
-    if not (np.isfinite(arr).all() and (arr >= 0).all()):
-        raise OptionError("weights must be finite and non-negative everywhere")
-    return arr, "user weights"
 
 
 # ------------------------------------------------------------------------------------------
 # coordinates of the fine / coarse grid
 # ------------------------------------------------------------------------------------------
-def _bounds_dim(obj: XrObj, name: str | None, default: str) -> str:
-    if name is not None and isinstance(obj, xr.Dataset):
-        dims = [d for d in obj[name].dims if d not in obj[name].dims[:-1]]
-        return str(dims[-1])
-    return default
-
-
-def _coord_encoding(old: xr.DataArray) -> dict[str, Any]:
-    """The encoding of a refined coordinate: refined values are stored in float64."""
-    return {k: v for k, v in old.encoding.items() if k in ("zlib", "complevel", "_FillValue")}
 
 
 def _order_like(out: xr.Dataset, obj: xr.Dataset) -> xr.Dataset:
     first = [str(v) for v in obj.data_vars if v in out.data_vars]
     rest = [str(v) for v in out.data_vars if v not in obj.data_vars]
     return out[first + rest]
-
-
-def _make_coords(
-    obj: XrObj,
-    g: _Grid,
-    axes: dict[str, tuple[np.ndarray, np.ndarray]],
-    curvilinear: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(coords, bounds variables) of a new grid.
-
-    ``axes`` maps the 1-D dimension coordinates to (centres, bounds (n, 2)); ``curvilinear`` is
-    (lat centres, lon centres, lat vertices, lon vertices) for 2-D latitude/longitude.
-    Attributes (with a ``bounds`` attribute added) and bounds-variable names are kept.
-    """
-    coords: dict[str, Any] = {}
-    bvars: dict[str, Any] = {}
-    for dim, (c, b) in axes.items():
-        bname = g.ybounds_name if dim == g.ydim else g.xbounds_name
-        old = obj[dim]
-        name = bname or f"{dim}_bnds"
-        coords[dim] = xr.Variable(dim, c, {**old.attrs, "bounds": name}, _coord_encoding(old))
-        battrs = dict(obj[bname].attrs) if bname else {}
-        bvars[name] = xr.Variable((dim, _bounds_dim(obj, bname, "bnds")), b, battrs)
-    if curvilinear is not None and g.lat2d is not None and g.lon2d is not None:
-        lat_c, lon_c, lat_v, lon_v = curvilinear
-        for name, c, v, bname in (
-            (g.lat2d, lat_c, lat_v, g.lat_bounds_name),
-            (g.lon2d, lon_c, lon_v, g.lon_bounds_name),
-        ):
-            old = obj[name]
-            bn = bname or f"{name}_bounds"
-            coords[name] = xr.Variable(
-                (g.ydim, g.xdim), c, {**old.attrs, "bounds": bn}, _coord_encoding(old)
-            ).transpose(*old.dims)
-            battrs = dict(obj[bname].attrs) if bname else {}
-            bvars[bn] = xr.Variable(
-                (g.ydim, g.xdim, _bounds_dim(obj, bname, "nv4")),
-                grid.vertices_to_bounds_2d(v),
-                battrs,
-            )
-    return coords, bvars
-
-
-def _fine_coords(obj: XrObj, g: _Grid, factor: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(coords, bounds variables) of the fine grid."""
-    axes = {}
-    if g.ycoord is not None and g.xcoord is not None:
-        for dim, c, b, kind in (
-            (g.ydim, g.ycentres, g.ybounds, g.ykind),
-            (g.xdim, g.xcentres, g.xbounds, g.xkind),
-        ):
-            assert c is not None
-            axes[dim] = grid.refine_1d(c, factor, bounds=b, kind=kind)
-    curvi = None
-    if g.lat2d is not None and g.lon2d is not None:
-        lat_c, lon_c, lat_vf, lon_vf = g.refine_curvilinear(factor)
-        curvi = (lat_c, lon_c, lat_vf, lon_vf)
-    return _make_coords(obj, g, axes, curvi)
 
 
 # ------------------------------------------------------------------------------------------
@@ -540,31 +109,7 @@ def _add_history(attrs: dict[str, Any], line: str) -> dict[str, Any]:
     return attrs
 
 
-def _spatial_vars(obj: xr.Dataset, g: _Grid, skip: set[str]) -> list[str]:
-    return [
-        str(n)
-        for n, v in obj.data_vars.items()
-        if g.ydim in v.dims and g.xdim in v.dims and n not in skip
-    ]
-
-
-def grid_variables(obj: xr.Dataset, dims: tuple[Hashable, Hashable] | None = None) -> list[str]:
-    """Variables of ``obj`` that describe its horizontal grid: the CF bounds of its
-    coordinates and its cell-area variable (the ones :func:`downscale` refines or
-    rebuilds instead of downscaling)."""
-    ydim, xdim = spatial_dims(obj, dims)
-    return sorted(_describe(obj, ydim, xdim).aux_names)
-
-
-def field_variables(obj: xr.Dataset, dims: tuple[Hashable, Hashable] | None = None) -> list[str]:
-    """Data variables of ``obj`` on its horizontal grid, bounds and cell areas left out: the
-    fields :func:`downscale` and :func:`coarsen` transform."""
-    ydim, xdim = spatial_dims(obj, dims)
-    g = _describe(obj, ydim, xdim)
-    return _spatial_vars(obj, g, g.aux_names)
-
-
-def _warn_dropped(obj: xr.Dataset, g: _Grid, kept: list[str], skip: set[str]) -> None:
+def _warn_dropped(obj: xr.Dataset, g: Grid, kept: list[str], skip: set[str]) -> None:
     """Warn about data variables on only one of the horizontal dimensions (dropped)."""
     dropped = [
         str(n)
@@ -582,7 +127,7 @@ def _warn_dropped(obj: xr.Dataset, g: _Grid, kept: list[str], skip: set[str]) ->
 
 def _assemble(
     obj: XrObj,
-    g: _Grid,
+    g: Grid,
     one: Callable[[xr.DataArray, str], xr.DataArray | dict[str, xr.DataArray]],
     coords: dict[str, Any],
     bvars: dict[str, Any],
@@ -624,7 +169,7 @@ def _assemble(
         return out
 
     skip = set(bvars) | g.aux_names
-    names = _spatial_vars(obj, g, skip)
+    names = spatial_vars(obj, g, skip)
     if not names:
         raise SpatialDimsError(
             f"no data variable of the Dataset has both horizontal dimensions ({ydim!r}, "
@@ -694,7 +239,7 @@ def _extra_vars(
     return out
 
 
-def _spatially_chunked(obj: XrObj, g: _Grid) -> bool:
+def _spatially_chunked(obj: XrObj, g: Grid) -> bool:
     """Whether a variable of ``obj`` on the grid is a dask array with several spatial chunks."""
     variables = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
     for v in variables:
@@ -711,21 +256,6 @@ def _check_tile_size(tile_size: int | None) -> int | None:
     from .options import OPTIONS, _validate
 
     return _validate("tile_size", OPTIONS["tile_size"] if tile_size is None else tile_size)
-
-
-def _weights_factors(weights: WeightsArg, g: _Grid, factor: int) -> tuple[Any, str] | None:
-    """Separable fine cell areas ``((ny*f,), (nx*f,))`` and their description, or None.
-
-    For tiled runs on rectilinear grids: the factors hold the areas of any fine grid in
-    ``O(ny + nx)`` memory (see :func:`xsr.grid.cell_area_factors`).
-    """
-    if not (isinstance(weights, str) and weights in ("auto", "area")) or g.area_name:
-        return None
-    if g.kind not in ("lonlat", "rotated", "projected"):
-        return None
-    kind: Literal["lonlat", "xy"] = "xy" if g.kind == "projected" else "lonlat"
-    yb, xb = _refine_bounds(g, "y", factor), _refine_bounds(g, "x", factor)
-    return grid.cell_area_factors(yb, xb, kind=kind), f"cell area ({g.kind} grid)"
 
 
 def _run_tiled(
@@ -847,16 +377,16 @@ def downscale(
         raise TypeError(f"expected an xarray Dataset or DataArray, got {type(obj).__name__}")
 
     ydim, xdim = spatial_dims(obj, dims)
-    g = _describe(obj, ydim, xdim)
+    g = describe(obj, ydim, xdim)
     # tiles (xsr.tiling): with tile_size, or for dask inputs chunked along y or x
     ts = _check_tile_size(tile_size)
     tiled = ts is not None or _spatially_chunked(obj, g)
-    factors = _weights_factors(weights, g, f) if tiled else None
+    factors = weights_factors(weights, g, f) if tiled else None
     if factors is not None:
         w, wdesc = None, factors[1]
     else:
-        w, wdesc = _weights_array(weights, g, f, obj)
-    fine_mask, coarse_mask = _mask_array(mask, g, f)
+        w, wdesc = fine_weights(weights, g, f, obj)
+    fine_mask, coarse_mask = mask_arrays(mask, g, f)
     if periodic is None:
         periodic = g.kind == "lonlat" and grid.is_periodic_longitude(
             np.asarray(obj[xdim].values, np.float64), g.xbounds
@@ -993,7 +523,7 @@ def downscale(
         extras = _extra_vars(res, parts[1:], da, name, want)  # links res to <name>_std
         return {name: xr.DataArray(res), **extras}
 
-    coords, bvars = _fine_coords(obj, g, f)
+    coords, bvars = fine_coords(obj, g, f)
     line = _history_line("downscale", args)
     if g.other_spatial_coords:
         warnings.warn(
@@ -1063,9 +593,9 @@ def coarsen(
     if boundary == "trim":
         obj = obj.isel({ydim: slice(0, ny - ny % f), xdim: slice(0, nx - nx % f)})
     obj = _align_chunks(obj, ydim, xdim, f)
-    g = _describe(obj, ydim, xdim)
+    g = describe(obj, ydim, xdim)
     if isinstance(weights, str) and weights in ("auto", "area"):
-        w = _own_areas(obj, g)
+        w = own_areas(obj, g)
         if w is None and weights == "area":
             raise OptionError(
                 "weights='area' but the grid has no coordinates or cell_measures to compute "
@@ -1074,7 +604,7 @@ def coarsen(
     elif weights is None or weights == "uniform":
         w = None
     else:
-        w, _ = _grid_array(weights, g, what="weights", factor=None)
+        w, _ = grid_array(weights, g, what="weights", factor=None)
         w = np.asarray(w, np.float64)
     pad_y = (-g.ny) % f
     pad_x = (-g.nx) % f
@@ -1106,7 +636,7 @@ def coarsen(
         res.encoding = {k: v for k, v in da.encoding.items() if k in ("zlib", "complevel")}
         return res.transpose(*da.dims)
 
-    coords, bvars = _coarse_coords(obj, g, f, pad_y, pad_x)
+    coords, bvars = coarse_coords(obj, g, f, pad_y, pad_x)
     area = None
     if g.area_name is not None:
         a = obj[g.area_name].transpose(ydim, xdim)
@@ -1135,80 +665,3 @@ def _align_chunks(obj: XrObj, ydim: str, xdim: str, f: int) -> XrObj:
     if isinstance(obj, xr.DataArray):
         return aligned(obj)
     return obj.assign({n: aligned(v) for n, v in obj.data_vars.items()})
-
-
-def _own_areas(obj: XrObj, g: _Grid) -> np.ndarray | None:
-    """Areas of ``obj``'s own cells: its CF area variable, else the geometry, else None."""
-    if g.area_name is not None:
-        return np.asarray(obj[g.area_name].transpose(g.ydim, g.xdim).values, np.float64)
-    return _geometry_areas(g, None)
-
-
-def cell_areas(
-    obj: XrObj,
-    *,
-    dims: tuple[Hashable, Hashable] | None = None,
-    factor: int | None = None,
-) -> np.ndarray | None:
-    """The cell weights that ``weights="auto"`` uses, as an array.
-
-    Parameters
-    ----------
-    obj : Dataset or DataArray
-    dims : (y, x), optional
-        Horizontal dimensions; found with cf-xarray when omitted.
-    factor : int, optional
-        ``None``: the areas of ``obj``'s cells (what :func:`coarsen` weights with), shape
-        ``(ny, nx)``.  An integer: the areas of the cells of ``obj`` refined by ``factor``
-        (what :func:`downscale` conserves with), shape ``(ny*factor, nx*factor)``.
-
-    Returns
-    -------
-    numpy.ndarray or None
-        In the units of the geometry (m^2 on the sphere, projection units squared) or of the
-        CF ``cell_measures`` area variable; ``None`` when the grid has no coordinates, in which
-        case the weights are uniform.
-    """
-    from .conserve import check_factor
-
-    ydim, xdim = spatial_dims(obj, dims)
-    g = _describe(obj, ydim, xdim)
-    if factor is None:
-        return _own_areas(obj, g)
-    return _weights_array("auto", g, check_factor(factor), obj)[0]
-
-
-def _coarse_coords(
-    obj: XrObj, g: _Grid, f: int, pad_y: int, pad_x: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(coords, bounds variables) of the coarse grid (padded cells extend the last cell)."""
-    axes = {}
-    if g.ycoord is not None and g.xcoord is not None:
-        for dim, c, b, kind, pad in (
-            (g.ydim, g.ycentres, g.ybounds, g.ykind, pad_y),
-            (g.xdim, g.xcentres, g.xbounds, g.xkind, pad_x),
-        ):
-            assert c is not None
-            assert b is not None
-            if pad:
-                width = b[-1, 1] - b[-1, 0]
-                extra_lo = b[-1, 1] + width * np.arange(pad)
-                eb = np.stack([extra_lo, extra_lo + width], axis=1)
-                b = np.concatenate([b, eb])
-                c = np.concatenate([c, eb.mean(axis=1)])
-            axes[dim] = grid.coarsen_1d(c, b, f, kind=kind)
-    curvi = None
-    if g.lat2d is not None and g.lon2d is not None and (pad_y or pad_x):
-        warnings.warn(
-            f"coarsen(boundary='pad') on a curvilinear grid drops the 2-D coordinates "
-            f"{g.lat2d!r}/{g.lon2d!r}: the padded cells have no position; use "
-            "boundary='trim' to keep them",
-            stacklevel=4,
-        )
-    elif g.lat2d is not None and g.lon2d is not None:
-        assert g.lat_v is not None
-        assert g.lon_v is not None
-        lat_v, lon_v = g.lat_v[::f, ::f], g.lon_v[::f, ::f]
-        lat_c, lon_c = grid.centres_from_vertices_2d(lat_v, lon_v)
-        curvi = (lat_c, lon_c, lat_v, lon_v)
-    return _make_coords(obj, g, axes, curvi)
