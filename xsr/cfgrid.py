@@ -20,10 +20,10 @@ import numpy as np
 import xarray as xr
 
 from . import grid
-from .exceptions import CoordinateError, OptionError, ShapeError, SpatialDimsError
+from .exceptions import CoordinateError, OptionError, ShapeError, SpatialDimsError, XsrError
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Hashable, Mapping
 
 __all__ = [
     "Grid",
@@ -159,6 +159,83 @@ def spatial_dims(obj: XrObj, dims: tuple[Hashable, Hashable] | None = None) -> t
     )
 
 
+# ------------------------------------------------------------------------------------------
+# the record of the grid a 1-D coordinate was refined from
+# ------------------------------------------------------------------------------------------
+#: Attributes that :func:`xsr.downscale` puts on each refined 1-D coordinate: the factor and
+#: the coarse centres and bounds it refined.  :func:`xsr.coarsen` by the same factor gives
+#: back exactly those coordinates (bit for bit, so that ``back - ds`` aligns every cell), and
+#: a DataArray, which cannot hold bounds variables, gets its fine cell edges from them.
+RECORD_ATTRS = ("xsr_factor", "xsr_coarse_centres", "xsr_coarse_bounds")
+
+
+@dataclass(frozen=True)
+class Record:
+    """The coarse 1-D coordinate that a fine coordinate was refined from.
+
+    Attributes
+    ----------
+    factor : int
+        Refinement factor.
+    centres : numpy.ndarray, shape ``(n,)``
+        Coarse centres, in the coarse coordinate's own dtype.
+    bounds : numpy.ndarray, shape ``(n, 2)``
+        Coarse bounds (CF order), in the dtype of the coarse bounds variable (float64 when
+        they were inferred).
+    """
+
+    factor: int
+    centres: np.ndarray
+    bounds: np.ndarray
+
+    def attrs(self) -> dict[str, Any]:
+        """The record as netCDF-storable attributes (numbers and 1-D arrays)."""
+        return {
+            "xsr_factor": self.factor,
+            "xsr_coarse_centres": np.asarray(self.centres),
+            "xsr_coarse_bounds": np.asarray(self.bounds).reshape(-1),
+        }
+
+    def refine(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """Fine (centres, bounds) exactly as :func:`xsr.downscale` made them."""
+        return grid.refine_1d(
+            np.asarray(self.centres, np.float64),
+            self.factor,
+            bounds=np.asarray(self.bounds, np.float64),
+            kind=kind,  # type: ignore[arg-type]
+        )
+
+
+def without_record(attrs: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    """``attrs`` without the refinement record (:data:`RECORD_ATTRS`)."""
+    return {k: v for k, v in attrs.items() if k not in RECORD_ATTRS}
+
+
+def _read_record(coord: xr.DataArray, kind: str) -> Record | None:
+    """The refinement record of a 1-D coordinate, if it has one that still describes it.
+
+    The record is used only when refining its coarse centres and bounds by its factor gives
+    the coordinate's values bit for bit: a coordinate that was subset, reversed, shifted or
+    cast since :func:`xsr.downscale` wrote it is described by its values alone.
+    """
+    a = coord.attrs
+    if not all(k in a for k in RECORD_ATTRS):
+        return None
+    try:
+        f = int(a["xsr_factor"])
+        centres = np.asarray(a["xsr_coarse_centres"])
+        bounds = np.asarray(a["xsr_coarse_bounds"]).reshape(-1, 2)
+        if centres.ndim != 1 or bounds.shape[0] != centres.size or centres.size * f != coord.size:
+            return None
+        rec = Record(f, centres, bounds)
+        fine_c, _ = rec.refine(kind)
+    except (XsrError, ValueError, TypeError):
+        return None
+    if not np.array_equal(fine_c, np.asarray(coord.values, np.float64)):
+        return None
+    return rec
+
+
 @dataclass
 class Grid:
     ydim: str
@@ -183,6 +260,8 @@ class Grid:
     lat_bounds_name: str | None = None
     lon_bounds_name: str | None = None
     area_name: str | None = None
+    yrecord: Record | None = None
+    xrecord: Record | None = None
     other_spatial_coords: list[str] = field(default_factory=list)
     _refined: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict, repr=False)
 
@@ -224,7 +303,11 @@ def _bounds_name(obj: XrObj, coord: str) -> str | None:
     return None
 
 
-def _bounds_1d(obj: XrObj, coord: str, kind: str) -> tuple[np.ndarray, str | None]:
+def _bounds_1d(
+    obj: XrObj, coord: str, kind: str, record: Record | None
+) -> tuple[np.ndarray, str | None]:
+    """(bounds (n, 2), bounds variable name): from the CF bounds variable, else from the
+    refinement record, else inferred from the centres."""
     values = np.asarray(obj[coord].values, dtype=np.float64)
     grid.check_monotonic(values, name=coord, period=360.0 if kind == "longitude" else None)
     bname = _bounds_name(obj, coord)
@@ -236,6 +319,8 @@ def _bounds_1d(obj: XrObj, coord: str, kind: str) -> tuple[np.ndarray, str | Non
                 f"({values.size}, 2); fix or drop it (ds.drop_vars({bname!r}))"
             )
         return b, bname
+    if record is not None:
+        return record.refine(kind)[1], None
     if values.size < 2:
         raise CoordinateError(
             f"coordinate {coord!r} has a single value and no bounds, so its cell size is "
@@ -274,8 +359,10 @@ def describe(obj: XrObj, ydim: str, xdim: str) -> Grid:
         g.ykind, g.xkind = ky, kx
         g.ycentres = np.asarray(obj[ydim].values, np.float64)
         g.xcentres = np.asarray(obj[xdim].values, np.float64)
-        g.ybounds, g.ybounds_name = _bounds_1d(obj, ydim, ky)
-        g.xbounds, g.xbounds_name = _bounds_1d(obj, xdim, kx)
+        g.yrecord = _read_record(obj[ydim], ky)
+        g.xrecord = _read_record(obj[xdim], kx)
+        g.ybounds, g.ybounds_name = _bounds_1d(obj, ydim, ky, g.yrecord)
+        g.xbounds, g.xbounds_name = _bounds_1d(obj, xdim, kx, g.xrecord)
         if ky == "latitude" and kx == "longitude":
             rotated = obj[ydim].attrs.get("standard_name") == "grid_latitude"
             g.kind = "rotated" if rotated else "lonlat"
@@ -452,22 +539,24 @@ def _coord_encoding(old: xr.DataArray) -> dict[str, Any]:
 def _make_coords(
     obj: XrObj,
     g: Grid,
-    axes: dict[str, tuple[np.ndarray, np.ndarray]],
+    axes: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]],
     curvilinear: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(coords, bounds variables) of a new grid.
 
-    ``axes`` maps the 1-D dimension coordinates to (centres, bounds (n, 2)); ``curvilinear`` is
-    (lat centres, lon centres, lat vertices, lon vertices) for 2-D latitude/longitude.
-    Attributes (with a ``bounds`` attribute added) and bounds-variable names are kept.
+    ``axes`` maps the 1-D dimension coordinates to (centres, bounds (n, 2), the refinement
+    record's attributes or ``{}``); ``curvilinear`` is (lat centres, lon centres, lat
+    vertices, lon vertices) for 2-D latitude/longitude.  Attributes (with a ``bounds``
+    attribute added, an old refinement record replaced) and bounds-variable names are kept.
     """
     coords: dict[str, Any] = {}
     bvars: dict[str, Any] = {}
-    for dim, (c, b) in axes.items():
+    for dim, (c, b, record) in axes.items():
         bname = g.ybounds_name if dim == g.ydim else g.xbounds_name
         old = obj[dim]
         name = bname or f"{dim}_bnds"
-        coords[dim] = xr.Variable(dim, c, {**old.attrs, "bounds": name}, _coord_encoding(old))
+        attrs: dict[Any, Any] = {**without_record(old.attrs), "bounds": name, **record}
+        coords[dim] = xr.Variable(dim, c, attrs, _coord_encoding(old))
         battrs = dict(obj[bname].attrs) if bname else {}
         bvars[name] = xr.Variable((dim, _bounds_dim(obj, bname, "bnds")), b, battrs)
     if curvilinear is not None and g.lat2d is not None and g.lon2d is not None:
@@ -492,14 +581,18 @@ def _make_coords(
 
 def fine_coords(obj: XrObj, g: Grid, factor: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(coords, bounds variables) of the fine grid."""
-    axes = {}
+    axes: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
     if g.ycoord is not None and g.xcoord is not None:
-        for dim, c, b, kind in (
-            (g.ydim, g.ycentres, g.ybounds, g.ykind),
-            (g.xdim, g.xcentres, g.xbounds, g.xkind),
+        for dim, b, bname, kind in (
+            (g.ydim, g.ybounds, g.ybounds_name, g.ykind),
+            (g.xdim, g.xbounds, g.xbounds_name, g.xkind),
         ):
-            assert c is not None
-            axes[dim] = grid.refine_1d(c, factor, bounds=b, kind=kind)
+            assert b is not None
+            # the record holds the coarse values as given (their dtype too)
+            given = b if bname is None else obj[bname].transpose(dim, ...).values
+            rec = Record(factor, np.asarray(obj[dim].values), np.asarray(given))
+            fc, fb = rec.refine(kind)
+            axes[dim] = (fc, fb, rec.attrs())
     curvi = None
     if g.lat2d is not None and g.lon2d is not None:
         lat_c, lon_c, lat_vf, lon_vf = g.refine_curvilinear(factor)
@@ -591,7 +684,7 @@ def coarse_coords(
     obj: XrObj, g: Grid, f: int, pad_y: int, pad_x: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(coords, bounds variables) of the coarse grid (padded cells extend the last cell)."""
-    axes = {}
+    axes: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
     if g.ycoord is not None and g.xcoord is not None:
         for dim, c, b, kind, pad in (
             (g.ydim, g.ycentres, g.ybounds, g.ykind, pad_y),
@@ -599,13 +692,18 @@ def coarse_coords(
         ):
             assert c is not None
             assert b is not None
+            rec = g.yrecord if dim == g.ydim else g.xrecord
+            if rec is not None and rec.factor == f and not pad:
+                # coarsening what downscale refined: its coarse grid, exactly
+                axes[dim] = (rec.centres, rec.bounds, {})
+                continue
             if pad:
                 width = b[-1, 1] - b[-1, 0]
                 extra_lo = b[-1, 1] + width * np.arange(pad)
                 eb = np.stack([extra_lo, extra_lo + width], axis=1)
                 b = np.concatenate([b, eb])
                 c = np.concatenate([c, eb.mean(axis=1)])
-            axes[dim] = grid.coarsen_1d(c, b, f, kind=kind)
+            axes[dim] = (*grid.coarsen_1d(c, b, f, kind=kind), {})
     curvi = None
     if g.lat2d is not None and g.lon2d is not None and (pad_y or pad_x):
         warnings.warn(
