@@ -721,3 +721,55 @@ def test_real_euro_cordex_rotated_pole() -> None:
     assert (float(c_lat), float(c_lon)) == pytest.approx((50.75, 18.0))
     np.testing.assert_allclose(grid.cell_area_vertices(lat_v, lon_v), area, rtol=1e-6)
     assert area.mean() == pytest.approx((0.11 * np.pi / 180 * R) ** 2, rel=0.05)
+
+
+# ----------------------------------------------------------------------------------------
+# refine_curvilinear anchored at the cell centres
+# ----------------------------------------------------------------------------------------
+def _curvi(ny=5, nx=6):
+    j, i = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    lat = 40 + 0.8 * j + 0.2 * i + 0.05 * np.sin(i)
+    lon = (170 + 0.9 * i - 0.3 * j + 180) % 360 - 180
+    return lat, lon
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 5])
+def test_anchored_refinement_puts_the_centres_on_the_fine_grid(factor):
+    lat, lon = _curvi()
+    lat_v, lon_v = grid.vertices_from_centres_2d(lat, lon)
+    lat_c, lon_c, lat_vf, lon_vf = grid.refine_curvilinear(lat_v, lon_v, factor, centres=(lat, lon))
+    back = grid.centre_points_2d(lat_c, lon_c, lat_vf, lon_vf, factor)
+    np.testing.assert_array_equal(back[0], lat)
+    np.testing.assert_array_equal(back[1], lon)
+    # coarse corners copied, fine cells tile the coarse ones
+    np.testing.assert_array_equal(lat_vf[::factor, ::factor], lat_v)
+    fine = grid.cell_area_vertices(lat_vf, lon_vf)
+    coarse = grid.cell_area_vertices(lat_v, lon_v)
+    sums = fine.reshape(5, factor, 6, factor).sum(axis=(1, 3))
+    np.testing.assert_allclose(sums, coarse, rtol=1e-12)
+    assert (fine > 0).all()
+
+
+def test_anchored_refinement_falls_back_where_a_centre_is_outside_its_cell():
+    lat, lon = _curvi()
+    lat_v, lon_v = grid.vertices_from_centres_2d(lat, lon)
+    bad = lat.copy()
+    bad[2, 3] += 5.0  # far outside its cell
+    lat_c, lon_c, lat_vf, lon_vf = grid.refine_curvilinear(lat_v, lon_v, 2, centres=(bad, lon))
+    plain = grid.refine_curvilinear(lat_v, lon_v, 2)
+    mid = grid.centre_points_2d(lat_c, lon_c, lat_vf, lon_vf, 2)
+    assert mid[0][2, 3] != bad[2, 3]
+    # the cell is split at the mean of its corners: the plain refinement's middle corner
+    np.testing.assert_allclose(mid[0][2, 3], plain[2][5, 7], atol=1e-12)
+    np.testing.assert_array_equal(mid[0][1, 1], bad[1, 1])
+    fine = grid.cell_area_vertices(lat_vf, lon_vf)
+    np.testing.assert_allclose(
+        fine.reshape(5, 2, 6, 2).sum(axis=(1, 3)),
+        grid.cell_area_vertices(lat_v, lon_v),
+        rtol=1e-12,
+    )
+
+
+def test_centre_points_2d_needs_corners_for_even_factors():
+    with pytest.raises(ShapeError, match="corners"):
+        grid.centre_points_2d(np.zeros((4, 4)), np.zeros((4, 4)), None, None, 2)

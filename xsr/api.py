@@ -131,15 +131,17 @@ def _assemble(
     one: Callable[[xr.DataArray, str], xr.DataArray | dict[str, xr.DataArray]],
     coords: dict[str, Any],
     bvars: dict[str, Any],
-    area: xr.Variable | None,
+    area: tuple[str, xr.Variable] | None,
     line: str,
 ) -> XrObj:
     """Apply ``one`` to every variable on the grid and build the result on the new grid.
 
     ``one(da, name)`` gets a variable without its horizontal coordinates and returns it on
     the new grid (or a dict of new variables, ``name`` among them, for a Dataset); the new
-    ``coords``, bounds variables ``bvars`` and cell ``area`` are attached, other variables
-    and coordinates are kept, and ``line`` goes into ``history``.
+    ``coords``, bounds variables ``bvars`` and the cell ``area`` (name, variable) are
+    attached, other variables and coordinates are kept, and ``line`` goes into ``history``.
+    A DataArray, which cannot hold bounds variables, keeps its cell areas as a coordinate
+    named by its ``cell_measures`` attribute.
     """
     ydim, xdim = g.ydim, g.xdim
 
@@ -165,7 +167,14 @@ def _assemble(
         )
         out = out.assign_coords({k: v for k, v in obj.coords.items() if not on_grid(v)})
         out.name = obj.name
-        out.attrs = _add_history(out.attrs, line)
+        attrs = dict(out.attrs)
+        if area is not None:
+            aname, avar = area
+            out = out.assign_coords({aname: avar.transpose(*_area_dims(obj, aname, g))})
+            attrs["cell_measures"] = _with_measure(attrs.get("cell_measures"), aname)
+        elif g.area_name is not None:  # the areas were not used: do not point at them
+            attrs["cell_measures"] = _with_measure(attrs.get("cell_measures"), g.area_name, False)
+        out.attrs = _add_history({k: v for k, v in attrs.items() if v != ""}, line)
         return out
 
     skip = set(bvars) | g.aux_names
@@ -186,15 +195,33 @@ def _assemble(
         out_ds[k] = v
         if k in obj.coords:
             out_ds = out_ds.set_coords(k)
-    if area is not None and g.area_name is not None:
-        area = area.transpose(*obj[g.area_name].dims)
-        if g.area_name in obj.coords:
-            out_ds = out_ds.assign_coords({g.area_name: area})
+    if area is not None:
+        aname, avar = area
+        avar = avar.transpose(*_area_dims(obj, aname, g))
+        if aname in obj.coords:
+            out_ds = out_ds.assign_coords({aname: avar})
         else:
-            out_ds[g.area_name] = area
+            out_ds[aname] = avar
     out_ds = _order_like(out_ds, obj)
     out_ds.attrs = _add_history(dict(obj.attrs), line)
     return out_ds
+
+
+def _area_dims(obj: XrObj, name: str, g: Grid) -> tuple[str, ...]:
+    """Dims of the cell-area variable ``name``: its own order if ``obj`` has it."""
+    if name in obj.coords or (isinstance(obj, xr.Dataset) and name in obj.variables):
+        return tuple(str(d) for d in obj[name].dims)
+    return (g.ydim, g.xdim)
+
+
+def _with_measure(cell_measures: Any, name: str, keep: bool = True) -> str:
+    """A CF ``cell_measures`` string with ``area: name`` added (``keep``) or removed."""
+    tokens = str(cell_measures or "").replace(":", ": ").split()
+    pairs = [(tokens[i], tokens[i + 1]) for i in range(0, len(tokens) - 1, 2)]
+    pairs = [(k, v) for k, v in pairs if k != "area:"]
+    if keep:
+        pairs.append(("area:", name))
+    return " ".join(f"{k} {v}" for k, v in pairs)
 
 
 def _extra_vars(
@@ -532,11 +559,51 @@ def downscale(
             stacklevel=3,
         )
 
-    area = None
-    if g.area_name is not None and w is not None:
+    return _assemble(obj, g, _one, coords, bvars, _fine_area(obj, g, f, w, weights), line)
+
+
+#: ``xsr_role`` of the cell-area coordinate that a DataArray on a curvilinear grid gets from
+#: :func:`downscale` (it cannot hold the cell corners); :func:`coarsen` uses and removes it.
+_GENERATED_AREA = "cell areas of the refined grid"
+
+
+def _fine_area(
+    obj: XrObj, g: Grid, f: int, w: np.ndarray | None, weights: Any
+) -> tuple[str, xr.Variable] | None:
+    """The refined cell-area variable of the result, as (name, variable), or None.
+
+    The input's CF area variable refined (its areas shared out by the geometry); for a
+    DataArray on a curvilinear grid, which cannot hold the cell corners that :func:`coarsen`
+    would need, the geometric areas as a new ``cell_area`` coordinate.
+    """
+    auto = isinstance(weights, str) and weights in ("auto", "area")
+    if g.area_name is not None:
         a = obj[g.area_name]
-        area = xr.Variable((ydim, xdim), w.astype(a.dtype), dict(a.attrs))
-    return _assemble(obj, g, _one, coords, bvars, area, line)
+        fa = w if auto and w is not None else fine_weights("auto", g, f, obj)[0]
+        assert fa is not None
+        return g.area_name, xr.Variable((g.ydim, g.xdim), fa.astype(a.dtype), dict(a.attrs))
+    if isinstance(obj, xr.DataArray) and g.kind == "curvilinear":
+        fa = w if auto and w is not None else fine_weights("auto", g, f, obj)[0]
+        assert fa is not None
+        taken = {str(n) for n in (*obj.coords, *obj.dims)}
+        name = _unique("cell_area", taken)
+        attrs = {
+            "standard_name": "cell_area",
+            "long_name": "area of the grid cells",
+            "units": "m2",
+            "xsr_role": _GENERATED_AREA,
+        }
+        return name, xr.Variable((g.ydim, g.xdim), fa, attrs)
+    return None
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_1``, ``name_2``, ... the first not in ``taken``."""
+    k, out = 0, name
+    while out in taken:
+        k += 1
+        out = f"{name}_{k}"
+    return out
 
 
 def coarsen(
@@ -638,13 +705,14 @@ def coarsen(
 
     coords, bvars = coarse_coords(obj, g, f, pad_y, pad_x)
     area = None
-    if g.area_name is not None:
+    if g.area_name is not None and obj[g.area_name].attrs.get("xsr_role") != _GENERATED_AREA:
         a = obj[g.area_name].transpose(ydim, xdim)
         av = a.values.astype(np.float64)
         if pad_y or pad_x:
             av = np.pad(av, ((0, pad_y), (0, pad_x)))
         s = av.reshape(av.shape[0] // f, f, av.shape[1] // f, f).sum(axis=(1, 3))
-        area = xr.Variable((ydim, xdim), s.astype(a.dtype), dict(a.attrs))
+        area = (g.area_name, xr.Variable((ydim, xdim), s.astype(a.dtype), dict(a.attrs)))
+    # the areas downscale gave a curvilinear DataArray were for this step only: not kept
     return _assemble(obj, g, lambda da, name: _one(da), coords, bvars, area, line)
 
 

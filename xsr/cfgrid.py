@@ -255,7 +255,9 @@ class Grid:
     xbounds_name: str | None = None
     lat2d: str | None = None
     lon2d: str | None = None
-    lat_v: np.ndarray | None = None  # (ny+1, nx+1)
+    lat_c: np.ndarray | None = None  # (ny, nx) centres of a curvilinear grid
+    lon_c: np.ndarray | None = None
+    lat_v: np.ndarray | None = None  # (ny+1, nx+1) its corners
     lon_v: np.ndarray | None = None
     lat_bounds_name: str | None = None
     lon_bounds_name: str | None = None
@@ -282,7 +284,11 @@ class Grid:
         if factor not in self._refined:
             assert self.lat_v is not None
             assert self.lon_v is not None
-            self._refined[factor] = grid.refine_curvilinear(self.lat_v, self.lon_v, factor)
+            assert self.lat_c is not None
+            assert self.lon_c is not None
+            self._refined[factor] = grid.refine_curvilinear(
+                self.lat_v, self.lon_v, factor, centres=(self.lat_c, self.lon_c)
+            )
         return self._refined[factor]
 
 
@@ -340,7 +346,7 @@ def _find_area(obj: XrObj, ydim: str, xdim: str) -> str | None:
             if t == "area:":
                 names.append(tokens[i + 1])
     for n in dict.fromkeys(names):
-        if n in obj.variables or n in obj.coords:
+        if n in obj.coords or (isinstance(obj, xr.Dataset) and n in obj.variables):
             a = obj[n]
             if set(a.dims) == {ydim, xdim}:
                 return n
@@ -384,6 +390,7 @@ def describe(obj: XrObj, ydim: str, xdim: str) -> Grid:
                 "refinement needs every cell's position: fill them or pass dims=(y, x) with "
                 "the coordinates dropped"
             )
+        g.lat_c, g.lon_c = lat2, lon2
         g.lat_bounds_name = _bounds_name(obj, g.lat2d)
         g.lon_bounds_name = _bounds_name(obj, g.lon2d)
         if g.lat_bounds_name and g.lon_bounds_name:
@@ -716,6 +723,9 @@ def coarse_coords(
         assert g.lat_v is not None
         assert g.lon_v is not None
         lat_v, lon_v = g.lat_v[::f, ::f], g.lon_v[::f, ::f]
-        lat_c, lon_c = grid.centres_from_vertices_2d(lat_v, lon_v)
+        # the middle point of each block: where downscale put the coarse centre
+        assert g.lat_c is not None
+        assert g.lon_c is not None
+        lat_c, lon_c = grid.centre_points_2d(g.lat_c, g.lon_c, g.lat_v, g.lon_v, f)
         curvi = (lat_c, lon_c, lat_v, lon_v)
     return _make_coords(obj, g, axes, curvi)

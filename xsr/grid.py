@@ -30,6 +30,7 @@ __all__ = [
     "cell_area_lonlat",
     "cell_area_vertices",
     "cell_area_xy",
+    "centre_points_2d",
     "centres_from_vertices_2d",
     "check_monotonic",
     "coarsen_1d",
@@ -995,16 +996,21 @@ def vertices_to_bounds_2d(vertices: npt.ArrayLike) -> FloatArray:
     return np.stack([v[:-1, :-1], v[:-1, 1:], v[1:, 1:], v[1:, :-1]], axis=-1)
 
 
-def _fine_positions(n: int, f: int, *, centres: bool) -> tuple[npt.NDArray[np.intp], FloatArray]:
-    """Coarse cell index and fractional position in it of each fine vertex / centre."""
-    if centres:
-        k = np.arange(n * f)
-        cell = k // f
-        frac = (2 * (k - cell * f) + 1) / (2.0 * f)
-    else:
-        k = np.arange(n * f + 1)
-        cell = np.minimum(k // f, n - 1)
-        frac = (k - cell * f) / float(f)
+def _fine_positions(
+    n: int, f: int, *, centres: bool, anchored: bool = False
+) -> tuple[npt.NDArray[np.intp], FloatArray]:
+    """Cell index and fractional position in it of each fine vertex / centre.
+
+    The cells are the coarse cells, or with ``anchored`` their halves (the cells of the
+    control net of :func:`refine_curvilinear`, ``2 n`` along the axis).  Positions are
+    computed in integers first, so that a point on a cell boundary gets fraction 0 exactly.
+    """
+    k = np.arange(n * f + (0 if centres else 1))
+    num = 2 * k + 1 if centres else 2 * k  # position in units of 1 / (2 f) coarse cells
+    per = f if anchored else 2 * f  # units per (control) cell
+    cells = 2 * n if anchored else n
+    cell = np.minimum(num // per, cells - 1)
+    frac = (num - cell * per) / float(per)
     return cell.astype(np.intp), np.asarray(frac, dtype=np.float64)
 
 
@@ -1039,20 +1045,44 @@ def _bilinear_points(
     return lat, lon
 
 
+def _unit(p: FloatArray) -> FloatArray:
+    """``p`` (components first) scaled to unit length."""
+    return np.asarray(p / np.sqrt(np.sum(p * p, axis=0)), dtype=np.float64)
+
+
+def _inside_cells(v: FloatArray, c: FloatArray) -> npt.NDArray[np.bool_]:
+    """Whether each point ``c (3, ny, nx)`` lies strictly inside its cell of corners
+    ``v (3, ny + 1, nx + 1)`` (great-circle edges; either orientation)."""
+    ring = (v[:, :-1, :-1], v[:, :-1, 1:], v[:, 1:, 1:], v[:, 1:, :-1])
+    signs = [np.sum(np.cross(a, b, axis=0) * c, axis=0) for a, b in zip(ring, ring[1:] + ring[:1])]
+    pos = np.all([s_ > 0 for s_ in signs], axis=0)
+    neg = np.all([s_ < 0 for s_ in signs], axis=0)
+    return np.asarray(pos | neg)
+
+
 def refine_curvilinear(
     lat_v: npt.ArrayLike,
     lon_v: npt.ArrayLike,
     factor: int,
     *,
+    centres: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
     lon_min: float | Literal["auto"] | None = "auto",
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """Subdivide every cell of a curvilinear grid into ``factor x factor`` sub-cells.
 
-    Each fine point is the bilinear combination of its coarse cell's 4 corner unit vectors
-    at its fractional position, normalised back to the sphere.  Points on a coarse edge
-    therefore lie on the great-circle edge, so the fine cells tile each coarse cell exactly
-    (in the sense of :func:`cell_area_vertices`), and fine corners that are coarse corners
-    are copied exactly.
+    Each fine point is the bilinear combination of unit vectors of its coarse cell,
+    normalised back to the sphere.  Without ``centres`` these are the cell's 4 corners.  With
+    ``centres`` the cell is first split into 4 quarters at its centre and at the
+    great-circle midpoints of its edges (a control net of 3 x 3 points), and each quarter is
+    mixed from its own 4 points, so that the coarse centre is a point of the fine grid: the
+    fine corner in the middle of the cell for an even ``factor``, the centre of the middle
+    fine cell for an odd one, copied exactly (cells whose centre does not lie inside them
+    are split at the mean of their corners instead).  :func:`centre_points_2d` reads the
+    coarse centres back from there.
+
+    Points on a coarse edge lie on the great-circle edge, so the fine cells tile each coarse
+    cell exactly (in the sense of :func:`cell_area_vertices`), and fine corners that are
+    coarse corners are copied exactly.
 
     Parameters
     ----------
@@ -1061,6 +1091,8 @@ def refine_curvilinear(
         :func:`bounds_to_vertices_2d`.
     factor : int
         Sub-cells per coarse cell along each axis (``>= 1``).
+    centres : (lat, lon) of array_like, shape ``(ny, nx)``, optional
+        The coarse cell centres (degrees) to anchor the fine grid at.
     lon_min : float, "auto" or None, optional
         Output longitudes outside ``[lon_min, lon_min + 360]`` are wrapped into it (values
         inside are returned unchanged).  ``"auto"`` (default) detects ``0`` or ``-180`` from
@@ -1071,7 +1103,8 @@ def refine_curvilinear(
     Returns
     -------
     lat_c, lon_c : numpy.ndarray of float64, shape ``(ny * factor, nx * factor)``
-        Fine cell centres, at fractional positions ``(k + 0.5) / factor`` in each coarse cell.
+        Fine cell centres, at fractional positions ``(k + 0.5) / factor`` in each coarse cell
+        (in each quarter's own fraction with ``centres``).
     lat_vf, lon_vf : numpy.ndarray of float64, shape ``(ny * factor + 1, nx * factor + 1)``
         Fine cell corners; ``lat_vf[::factor, ::factor]`` is a copy of ``lat_v``, and
         ``lon_vf[::factor, ::factor]`` of ``lon_v`` wrapped into the ``lon_min`` range
@@ -1082,7 +1115,7 @@ def refine_curvilinear(
     FactorError
         If ``factor`` is not an integer >= 1.
     ShapeError, CoordinateError
-        If the vertex arrays are unusable.
+        If the vertex or centre arrays are unusable.
     """
     f = _check_factor(factor)
     la, lo = _check_pair_2d(lat_v, lon_v, names=("lat_v", "lon_v"))
@@ -1090,10 +1123,36 @@ def refine_curvilinear(
     lon_range = _vertex_lon_range(lo, lon_min)
     ref = _cell_reference_lon(lo) if lon_range is None else lo
     v = _to_xyz(la, lo)
+    anchored = centres is not None
+    inside = None
+    if centres is not None:
+        lat_in = _as_float(centres[0], name="centre latitudes")
+        lon_in = _as_float(centres[1], name="centre longitudes")
+        if lat_in.shape != (ny, nx) or lon_in.shape != (ny, nx):
+            raise ShapeError(
+                f"centres must have the shape of the cells {(ny, nx)}, got {lat_in.shape} and "
+                f"{lon_in.shape}; pass the (y, x) centre arrays of the grid of lat_v/lon_v"
+            )
+        _check_finite(lat_in, name="centre latitudes")
+        _check_finite(lon_in, name="centre longitudes")
+        _check_latitude(lat_in, name="centre latitudes", atol=1e-6)
+        c = _to_xyz(np.clip(lat_in, -90.0, 90.0), lon_in)
+        inside = _inside_cells(v, c)
+        mean = _unit(v[:, :-1, :-1] + v[:, :-1, 1:] + v[:, 1:, 1:] + v[:, 1:, :-1])
+        net = np.empty((3, 2 * ny + 1, 2 * nx + 1))
+        net[:, ::2, ::2] = v
+        net[:, 1::2, ::2] = _unit(v[:, :-1, :] + v[:, 1:, :])
+        net[:, ::2, 1::2] = _unit(v[:, :, :-1] + v[:, :, 1:])
+        net[:, 1::2, 1::2] = np.where(inside, c, mean)
+        v = net
+        if lon_range is None:
+            ref = np.repeat(np.repeat(ref, 2, axis=0), 2, axis=1)
+    else:
+        lat_in = lon_in = np.empty((0, 0))
     lat_vf, lon_vf = _bilinear_points(
         v,
-        _fine_positions(ny, f, centres=False),
-        _fine_positions(nx, f, centres=False),
+        _fine_positions(ny, f, centres=False, anchored=anchored),
+        _fine_positions(nx, f, centres=False, anchored=anchored),
         lon_range=lon_range,
         ref=ref,
     )
@@ -1101,12 +1160,55 @@ def refine_curvilinear(
     lon_vf[::f, ::f] = lo if lon_range is None else _output_lon(lo, lon_range, lo)
     lat_c, lon_c = _bilinear_points(
         v,
-        _fine_positions(ny, f, centres=True),
-        _fine_positions(nx, f, centres=True),
+        _fine_positions(ny, f, centres=True, anchored=anchored),
+        _fine_positions(nx, f, centres=True, anchored=anchored),
         lon_range=lon_range,
         ref=ref,
     )
+    if inside is not None:
+        # the anchor points are the given centres, bit for bit
+        h = f // 2
+        lat_t, lon_t = (lat_vf, lon_vf) if f % 2 == 0 else (lat_c, lon_c)
+        lon_out = lon_in if lon_range is None else _output_lon(lon_in, lon_range, lon_in)
+        lat_t[h::f, h::f][:ny, :nx] = np.where(inside, lat_in, lat_t[h::f, h::f][:ny, :nx])
+        lon_t[h::f, h::f][:ny, :nx] = np.where(inside, lon_out, lon_t[h::f, h::f][:ny, :nx])
     return lat_c, lon_c, lat_vf, lon_vf
+
+
+def centre_points_2d(
+    lat_c: npt.ArrayLike,
+    lon_c: npt.ArrayLike,
+    lat_v: npt.ArrayLike | None,
+    lon_v: npt.ArrayLike | None,
+    factor: int,
+) -> tuple[FloatArray, FloatArray]:
+    """Centres of the ``factor x factor`` blocks of a curvilinear grid: its middle points.
+
+    For an even ``factor`` the fine corner in the middle of each block, for an odd one the
+    centre of its middle cell: the points where :func:`refine_curvilinear` puts the coarse
+    centres it is given, which come back bit for bit.
+
+    Parameters
+    ----------
+    lat_c, lon_c : array_like, shape ``(ny, nx)``
+        Fine cell centres (degrees); ``ny`` and ``nx`` multiples of ``factor``.
+    lat_v, lon_v : array_like, shape ``(ny + 1, nx + 1)``, optional
+        Fine cell corners; needed for an even ``factor``.
+    factor : int
+
+    Returns
+    -------
+    lat, lon : numpy.ndarray of float64, shape ``(ny // factor, nx // factor)``
+    """
+    f = _check_factor(factor)
+    h = f // 2
+    if f % 2 == 0:
+        if lat_v is None or lon_v is None:
+            raise ShapeError("an even factor needs the cell corners (lat_v, lon_v)")
+        la, lo = _as_float(lat_v, name="lat_v"), _as_float(lon_v, name="lon_v")
+        return la[h:-1:f, h:-1:f].copy(), lo[h:-1:f, h:-1:f].copy()
+    la, lo = _as_float(lat_c, name="lat_c"), _as_float(lon_c, name="lon_c")
+    return la[h::f, h::f].copy(), lo[h::f, h::f].copy()
 
 
 def _signed_excess(a: FloatArray, b: FloatArray, c: FloatArray) -> FloatArray:
