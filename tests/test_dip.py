@@ -265,7 +265,7 @@ def test_option_errors():
         DIP(keep_members=True)
     with pytest.raises(OptionError, match="iterations must be an integer >= 1"):
         DIP(iterations=0)
-    with pytest.raises(OptionError, match="noise_std must be >= 0"):
+    with pytest.raises(OptionError, match="noise_std must be a finite number >= 0"):
         DIP(noise_std=-1.0)
     with pytest.raises(OptionError, match="does not take the option"):
         get_method("dip", members=3)

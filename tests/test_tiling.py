@@ -152,7 +152,7 @@ def test_tile_size_option_and_validation():
     ref = ds.sr.downscale(factor=3)
     np.testing.assert_allclose(fine["sst"].values, ref["sst"].values, rtol=1e-13)
     assert_conserves(fine, ds, 3)
-    with pytest.raises(OptionError, match="positive integer"):
+    with pytest.raises(OptionError, match="tile_size must be an integer >= 1"):
         ds.sr.downscale(factor=3, tile_size=0)
 
 

@@ -203,7 +203,7 @@ def test_coastal_crops_filled_like_inference() -> None:
     val = tm.history["val"][-1]
     assert val is not None
     assert mse == pytest.approx(val, rel=1e-4)
-    with pytest.raises(OptionError, match="min_valid must be in"):
+    with pytest.raises(OptionError, match="min_valid must be"):
         _train(ds, var="sst", min_valid=0.0)
     # strict crops: the whole domain (the crop is clipped to it) holds land
     with pytest.raises(OptionError, match="lower crop= or min_valid="):

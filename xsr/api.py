@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -278,13 +279,6 @@ def _spatially_chunked(obj: XrObj, g: Grid) -> bool:
     return False
 
 
-def _check_tile_size(tile_size: int | None) -> int | None:
-    """``tile_size``, or the global option; validated (a positive number of fine cells)."""
-    from .options import OPTIONS, _validate
-
-    return _validate("tile_size", OPTIONS["tile_size"] if tile_size is None else tile_size)
-
-
 def _run_tiled(
     x: Any,
     *,
@@ -313,6 +307,312 @@ def _run_tiled(
     std = parts.pop(0) if "std" in want else None
     members = parts.pop(0) if "members" in want else None
     return Downscaled(fine=fine, std=std, members=members)
+
+
+# ------------------------------------------------------------------------------------------
+# downscale: the plan of one call, then one apply_ufunc per variable
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    """Everything :func:`downscale` decides once per call, shared by every variable.
+
+    The global options in force at the call (device, dtype, tile size) are resolved here, so
+    that a lazy result computes later with the options it was built with.
+    """
+
+    grid: Grid
+    factor: int
+    mode: ConserveMode | None
+    bounds: tuple[float | None, float | None] | None
+    method: Method
+    weights: np.ndarray | None  # fine cell weights (ny*f, nx*f), None: uniform or factors
+    tile_weights: Any  # separable factors ((ny*f,), (nx*f,)) for tiled runs, or None
+    weights_desc: str
+    fine_mask: np.ndarray | None  # (ny*f, nx*f) bool
+    coarse_mask: xr.DataArray | None  # (y, x) bool
+    periodic: bool
+    device: str  # the device option ("auto", "cpu", "cuda:1", ...), resolved where it runs
+    dtype: str | None  # compute dtype; None: each variable's own
+    tiled: bool
+    tile_size: int | None
+    extras: tuple[str, ...]  # "std" / "members": extra outputs (Datasets only)
+    n_members: int
+    xsr_attrs: dict[str, Any]
+    history: str
+
+
+def _plan(
+    obj: XrObj,
+    g: Grid,
+    m: Method,
+    *,
+    factor: int,
+    mode: ConserveMode | None,
+    bounds: tuple[float | None, float | None] | None,
+    mask: Any,
+    weights: WeightsArg,
+    periodic: Any,
+    device: Any,
+    dtype: Any,
+    tile_size: Any,
+) -> _Plan:
+    """Validate the remaining options against the grid and decide how to run."""
+    from ._validate import check_bool
+    from .options import OPTIONS, _validate
+
+    f = factor
+    periodic = check_bool(
+        periodic,
+        name="periodic",
+        allow_none=True,
+        hint="None detects a global longitude from the coordinates",
+    )
+    dev = _validate("device", OPTIONS["device"] if device is None else device)
+    dt = _validate("dtype", OPTIONS["dtype"] if dtype is None else dtype)
+    ts = _validate("tile_size", OPTIONS["tile_size"] if tile_size is None else tile_size)
+    # tiles (xsr.tiling): with tile_size, or for dask inputs chunked along y or x
+    tiled = ts is not None or _spatially_chunked(obj, g)
+    factors = weights_factors(weights, g, f) if tiled else None
+    if factors is not None:
+        w, wdesc = None, factors[1]
+    else:
+        w, wdesc = fine_weights(weights, g, f, obj)
+    fine_mask, coarse_mask = mask_arrays(mask, g, f)
+    if periodic is None:
+        periodic = g.kind == "lonlat" and grid.is_periodic_longitude(
+            np.asarray(obj[g.xdim].values, np.float64), g.xbounds
+        )
+    dataset = isinstance(obj, xr.Dataset)
+    # extra outputs of ensemble methods: "<var>_std" and "<var>_members" (Datasets only)
+    extra: tuple[str, ...] = tuple(getattr(m, "extra_outputs", ()))
+    if "members" in extra and not dataset:
+        raise OptionError(
+            "keep_members=True adds a variable with a 'member' dimension, which a DataArray "
+            "result cannot hold; pass a Dataset instead: da.to_dataset().sr.downscale(...)"
+        )
+    name = getattr(m, "name", str(m))
+    args: dict[str, Any] = {"factor": f, "method": name, "conserve": mode}
+    if bounds is not None:
+        args["bounds"] = bounds
+    args.update(m.options())
+    xsr_attrs: dict[str, Any] = {
+        "xsr_method": name,
+        "xsr_factor": f,
+        "xsr_conserve": str(mode),
+        "xsr_weights": wdesc,
+        "xsr_version": _version(),
+    }
+    if bounds is not None:
+        xsr_attrs["xsr_bounds"] = str(bounds)
+    for k, v in m.options().items():
+        # netCDF attributes hold numbers and strings, not booleans or None
+        ok = isinstance(v, int | float | str) and not isinstance(v, bool)
+        xsr_attrs[f"xsr_{k}"] = v if ok else str(v)
+    return _Plan(
+        grid=g,
+        factor=f,
+        mode=mode,
+        bounds=bounds,
+        method=m,
+        weights=w,
+        tile_weights=None if factors is None else factors[0],
+        weights_desc=wdesc,
+        fine_mask=fine_mask,
+        coarse_mask=coarse_mask,
+        periodic=bool(periodic),
+        device=dev,
+        dtype=dt,
+        tiled=tiled,
+        tile_size=ts,
+        extras=extra if dataset else (),
+        n_members=int(getattr(m, "n_members", 0)),
+        xsr_attrs=xsr_attrs,
+        history=_history_line("downscale", args),
+    )
+
+
+def _check_names(obj: XrObj, g: Grid, plan: _Plan) -> None:
+    """Refuse a call whose generated variables (``<var>_std``, ``<var>_members``) would
+    replace a variable of ``obj`` or one another."""
+    if not plan.extras or not isinstance(obj, xr.Dataset):
+        return
+    taken = {str(n) for n in obj.variables}
+    made: dict[str, str] = {}
+    for n in spatial_vars(obj, g, g.aux_names):
+        for kind in plan.extras:
+            new = f"{n}_{kind}"
+            other = made.get(new)
+            if new in taken or other is not None:
+                what = "a variable of the Dataset" if new in taken else f"made for {other!r}"
+                raise OptionError(
+                    f"the ensemble {'spread' if kind == 'std' else 'members'} of {n!r} would be "
+                    f"written to {new!r}, which is {what}; rename or drop it first, e.g. "
+                    f"ds.rename({{{new!r}: {new + '_in'!r}}}) or ds.drop_vars({new!r})"
+                )
+            made[new] = n
+
+
+def _check_size(obj: XrObj, g: Grid, plan: _Plan) -> None:
+    """Refuse, before any allocation, an eager result that cannot fit in memory."""
+    from .exceptions import OutputSizeError
+
+    free = _available_memory()
+    if free is None:
+        return
+    f2 = plan.factor**2
+    plane = g.ny * g.nx * f2 * 8  # one fine plane of float64 (weights, masks, coordinates)
+    variables = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
+    copies = 1 + ("std" in plan.extras) + (plan.n_members if "members" in plan.extras else 0)
+    eager = 0
+    for v in variables:
+        if g.ydim in v.dims and g.xdim in v.dims and v.chunks is None and v.dtype.kind == "f":
+            eager += int(v.size) * f2 * np.dtype(plan.dtype or v.dtype).itemsize * copies
+    need = eager + (0 if plan.tiled else plane)
+    if need > free:
+        gib = 1024.0**3
+        raise OutputSizeError(
+            f"downscaling by factor {plan.factor} makes a {g.ny * plan.factor} x "
+            f"{g.nx * plan.factor} grid: about {need / gib:.1f} GiB in memory, more than the "
+            f"{free / gib:.1f} GiB available; chunk the input with dask (e.g. "
+            "ds.chunk({'time': 1})) and pass tile_size=512, then write the lazy result to "
+            "zarr (or use `xsr downscale IN OUT.zarr --tile-size 512`), or downscale a region"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to this process (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _downscale_block(
+    x: np.ndarray, *, plan: _Plan, name: str, dtype: str, want: tuple[str, ...]
+) -> np.ndarray | tuple[np.ndarray, ...]:
+    """The array function of one variable: ``(..., ny, nx)`` in, fine arrays out."""
+    from .methods.base import downscale_array
+
+    kwargs: dict[str, Any] = {
+        "factor": plan.factor,
+        "method": plan.method,
+        "conserve": plan.mode,
+        "bounds": plan.bounds,
+        "weights": plan.weights,
+        "mask": plan.fine_mask,
+        "periodic": plan.periodic,
+        "device": plan.device,
+        "dtype": dtype,
+        "name": f"variable {name!r}",
+        "extras": bool(want),
+    }
+    if plan.tiled:
+        r = _run_tiled(
+            x, tile_size=plan.tile_size, tile_weights=plan.tile_weights, want=want, **kwargs
+        )
+    else:
+        r = downscale_array(x, **kwargs)
+    if not want:
+        return r
+    outs = [r.fine]
+    if "std" in want:
+        outs.append(r.std if r.std is not None else np.full_like(r.fine, np.nan))
+    if "members" in want:
+        outs.append(np.moveaxis(r.members, 0, -3))  # member before (y, x)
+    return tuple(outs)
+
+
+def _check_field(da: xr.DataArray, name: str, plan: _Plan) -> None:
+    """Refuse a variable that cannot be downscaled, naming why and the fix."""
+    from .exceptions import InputValueError
+
+    if da.dtype.kind in "iub":
+        raise DtypeError(
+            f"variable {name!r} has {'boolean' if da.dtype.kind == 'b' else 'integer'} "
+            f"dtype {da.dtype}; downscaling produces fractional values, so xsr does not "
+            f"guess a rounding: cast it first (ds[{name!r}].astype('float64')) or drop it"
+        )
+    if da.dtype.kind != "f":
+        raise DtypeError(
+            f"variable {name!r} has dtype {da.dtype}; only real floating-point fields can "
+            "be downscaled: convert it (.astype('float64')) or drop it"
+        )
+    empty = [f"{d!r} has length 0" for d, n in da.sizes.items() if n == 0]
+    if empty:
+        raise InputValueError(
+            f"variable {name!r} has no values: dimension {', '.join(empty)}; check the "
+            "selection (e.g. a time range or region that matches nothing)"
+        )
+    units = da.attrs.get("units")
+    plan.method.check_request(
+        factor=plan.factor,
+        conserve=plan.mode,
+        bounds=plan.bounds,
+        units=None if units is None else str(units),
+        name=name,
+    )
+    if da.chunks is None and not np.isfinite(np.asarray(da.values)).any():
+        raise InputValueError(
+            f"variable {name!r} is entirely NaN"
+            + (" where the mask is True" if plan.coarse_mask is not None else "")
+            + "; there is nothing to downscale: check the variable, time step or region you "
+            "selected"
+        )
+
+
+def _downscale_variable(
+    da: xr.DataArray, name: str, *, plan: _Plan
+) -> xr.DataArray | dict[str, xr.DataArray]:
+    """One variable on the fine grid (and its ensemble spread/members for a Dataset)."""
+    g = plan.grid
+    ydim, xdim, f = g.ydim, g.xdim, plan.factor
+    _check_field(da, name, plan)
+    if plan.coarse_mask is not None:
+        da = da.where(plan.coarse_mask)
+    want = plan.extras
+    dtype = plan.dtype or str(da.dtype)  # explicit: later global options do not apply
+    core = [[ydim, xdim]] * (1 + ("std" in want))
+    sizes = {ydim: g.ny * f, xdim: g.nx * f}
+    if "members" in want:
+        core.append(["member", ydim, xdim])
+        sizes["member"] = plan.n_members
+    res_all = xr.apply_ufunc(
+        _downscale_block,
+        da.variable,
+        input_core_dims=[[ydim, xdim]],
+        output_core_dims=core,
+        exclude_dims={ydim, xdim},
+        dask="allowed" if plan.tiled else "parallelized",  # tiled: xsr.tiling builds the graph
+        output_dtypes=[np.dtype(dtype)] * len(core),
+        dask_gufunc_kwargs={"output_sizes": sizes},
+        keep_attrs=True,
+        kwargs={"plan": plan, "name": name, "dtype": dtype, "want": want},
+    )
+    parts = list(res_all) if want else [res_all]
+    res = parts[0].transpose(*da.dims)
+    res.attrs.update(plan.xsr_attrs)
+    res.encoding = {
+        k: v
+        for k, v in da.encoding.items()
+        if k in ("dtype", "_FillValue", "scale_factor", "add_offset", "zlib", "complevel")
+    }
+    if "dtype" in res.encoding and np.dtype(res.encoding["dtype"]).kind in "iu":
+        # packed integers cannot hold the refined values faithfully
+        for k in ("dtype", "scale_factor", "add_offset", "_FillValue"):
+            res.encoding.pop(k, None)
+    if not want:
+        return xr.DataArray(res)
+    extras = _extra_vars(res, parts[1:], da, name, want)  # links res to <name>_std
+    return {name: xr.DataArray(res), **extras}
 
 
 # ------------------------------------------------------------------------------------------
@@ -395,171 +695,40 @@ def downscale(
         DataArray raises :class:`~xsr.exceptions.OptionError`).
     """
     from .conserve import check_options
-    from .methods.base import downscale_array
     from .methods.registry import get_method
 
     f, mode, bnds = check_options(factor, conserve, bounds)
     m = get_method(method, **method_options)
     if not isinstance(obj, xr.Dataset | xr.DataArray):
         raise TypeError(f"expected an xarray Dataset or DataArray, got {type(obj).__name__}")
-
     ydim, xdim = spatial_dims(obj, dims)
     g = describe(obj, ydim, xdim)
-    # tiles (xsr.tiling): with tile_size, or for dask inputs chunked along y or x
-    ts = _check_tile_size(tile_size)
-    tiled = ts is not None or _spatially_chunked(obj, g)
-    factors = weights_factors(weights, g, f) if tiled else None
-    if factors is not None:
-        w, wdesc = None, factors[1]
-    else:
-        w, wdesc = fine_weights(weights, g, f, obj)
-    fine_mask, coarse_mask = mask_arrays(mask, g, f)
-    if periodic is None:
-        periodic = g.kind == "lonlat" and grid.is_periodic_longitude(
-            np.asarray(obj[xdim].values, np.float64), g.xbounds
-        )
-
-    args: dict[str, Any] = {"factor": f, "method": getattr(m, "name", str(m))}
-    args["conserve"] = mode
-    if bnds is not None:
-        args["bounds"] = bnds
-    args.update(m.options())
-    xsr_attrs = {
-        "xsr_method": args["method"],
-        "xsr_factor": f,
-        "xsr_conserve": str(mode),
-        "xsr_weights": wdesc,
-        "xsr_version": _version(),
-    }
-    if bnds is not None:
-        xsr_attrs["xsr_bounds"] = str(bnds)
-    for k, v in m.options().items():
-        # netCDF attributes hold numbers and strings, not booleans or None
-        ok = isinstance(v, int | float | str) and not isinstance(v, bool)
-        xsr_attrs[f"xsr_{k}"] = v if ok else str(v)
-
-    dataset = isinstance(obj, xr.Dataset)
-    # extra outputs of ensemble methods: "<var>_std" and "<var>_members" (Datasets only)
-    extra: tuple[str, ...] = tuple(getattr(m, "extra_outputs", ()))
-    n_members = int(getattr(m, "n_members", 0))
-    if "members" in extra and not dataset:
-        raise OptionError(
-            "keep_members=True adds a variable with a 'member' dimension, which a DataArray "
-            "result cannot hold; pass a Dataset instead: da.to_dataset().sr.downscale(...)"
-        )
-
-    run: Callable[..., Any] = downscale_array
-    if tiled:
-        run = functools.partial(
-            _run_tiled,
-            tile_size=ts,
-            tile_weights=None if factors is None else factors[0],
-            want=extra if dataset else (),
-        )
-
-    def _one(da: xr.DataArray, name: str) -> xr.DataArray | dict[str, xr.DataArray]:
-        if coarse_mask is not None and da.dtype.kind == "f":
-            da = da.where(coarse_mask)
-        if da.dtype.kind in "iub":
-            raise DtypeError(
-                f"variable {name!r} has {'boolean' if da.dtype.kind == 'b' else 'integer'} "
-                f"dtype {da.dtype}; downscaling produces fractional values, so xsr does not "
-                f"guess a rounding: cast it first (ds[{name!r}].astype('float64')) or drop it"
-            )
-        if da.dtype.kind != "f":
-            raise DtypeError(
-                f"variable {name!r} has dtype {da.dtype}; only real floating-point fields can "
-                "be downscaled"
-            )
-        units = da.attrs.get("units")
-        m.check_request(
-            factor=f,
-            conserve=mode,
-            bounds=bnds,
-            units=None if units is None else str(units),
-            name=name,
-        )
-        if da.chunks is None:
-            arr = np.asarray(da.values)
-            if not np.isfinite(arr).any():
-                from .exceptions import InputValueError
-
-                raise InputValueError(
-                    f"variable {name!r} is entirely NaN; there is nothing to downscale: check "
-                    "the variable, time step or region you selected"
-                )
-
-        # a DataArray gives a DataArray (an ensemble's mean); a Dataset also gets the extras
-        want = extra if dataset else ()
-
-        def func(x: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
-            r = run(
-                x,
-                factor=f,
-                method=m,
-                conserve=mode,
-                bounds=bnds,
-                weights=w,
-                mask=fine_mask,
-                periodic=bool(periodic),
-                device=device,
-                dtype=dtype,
-                name=f"variable {name!r}",
-                extras=bool(want),
-            )
-            if not want:
-                return r
-            outs = [r.fine]
-            if "std" in want:
-                outs.append(r.std if r.std is not None else np.full_like(r.fine, np.nan))
-            if "members" in want:
-                outs.append(np.moveaxis(r.members, 0, -3))  # member before (y, x)
-            return tuple(outs)
-
-        out_dtype = np.dtype(dtype) if dtype is not None else da.dtype
-        core = [[ydim, xdim]] * (1 + ("std" in want))
-        sizes = {ydim: g.ny * f, xdim: g.nx * f}
-        if "members" in want:
-            core.append(["member", ydim, xdim])
-            sizes["member"] = n_members
-        res_all = xr.apply_ufunc(
-            func,
-            da.variable,
-            input_core_dims=[[ydim, xdim]],
-            output_core_dims=core,
-            exclude_dims={ydim, xdim},
-            dask="allowed" if tiled else "parallelized",  # tiled: xsr.tiling builds the graph
-            output_dtypes=[out_dtype] * len(core),
-            dask_gufunc_kwargs={"output_sizes": sizes},
-            keep_attrs=True,
-        )
-        parts = list(res_all) if want else [res_all]
-        res = parts[0].transpose(*da.dims)
-        res.attrs.update(xsr_attrs)
-        res.encoding = {
-            k: v
-            for k, v in da.encoding.items()
-            if k in ("dtype", "_FillValue", "scale_factor", "add_offset", "zlib", "complevel")
-        }
-        if "dtype" in res.encoding and np.dtype(res.encoding["dtype"]).kind in "iu":
-            # packed integers cannot hold the refined values faithfully
-            for k in ("dtype", "scale_factor", "add_offset", "_FillValue"):
-                res.encoding.pop(k, None)
-        if not want:
-            return xr.DataArray(res)
-        extras = _extra_vars(res, parts[1:], da, name, want)  # links res to <name>_std
-        return {name: xr.DataArray(res), **extras}
-
+    plan = _plan(
+        obj,
+        g,
+        m,
+        factor=f,
+        mode=mode,
+        bounds=bnds,
+        mask=mask,
+        weights=weights,
+        periodic=periodic,
+        device=device,
+        dtype=dtype,
+        tile_size=tile_size,
+    )
+    _check_names(obj, g, plan)
+    _check_size(obj, g, plan)
     coords, bvars = fine_coords(obj, g, f)
-    line = _history_line("downscale", args)
     if g.other_spatial_coords:
         warnings.warn(
             f"coordinates {g.other_spatial_coords} lie on the horizontal grid but are not "
             "latitude/longitude or cell areas; they are dropped from the result",
             stacklevel=3,
         )
-
-    return _assemble(obj, g, _one, coords, bvars, _fine_area(obj, g, f, w, weights), line)
+    one = functools.partial(_downscale_variable, plan=plan)
+    area = _fine_area(obj, g, f, plan.weights, weights)
+    return _assemble(obj, g, one, coords, bvars, area, plan.history)
 
 
 #: ``xsr_role`` of the cell-area coordinate that a DataArray on a curvilinear grid gets from

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from ._validate import check_bool, check_int, check_number
 from .exceptions import OptionError, ShapeError
 
 if TYPE_CHECKING:
@@ -170,12 +171,12 @@ def distill(
     from .training import _select_var, train
 
     f, mode, bnds = check_options(factor, conserve, bounds)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 3:
-        raise OptionError(
-            f"samples must be an integer >= 3 (two to train on, one to check), got {samples!r}"
-        )
-    if not (isinstance(holdout, int | float) and 0 < holdout < 1):
+    samples = check_int(samples, name="samples", minimum=3, hint="two to train on, one to check")
+    holdout = check_number(holdout, name="holdout", positive=True)
+    if not holdout < 1:
         raise OptionError(f"holdout must be in (0, 1), got {holdout!r}")
+    seed = check_int(seed, name="seed", minimum=0)
+    downscale = check_bool(downscale, name="downscale")
     topts = dict(train_options or {})
     for key in ("factor", "model", "conserve", "bounds", "var", "dims", "device"):
         if key in topts:

@@ -18,6 +18,7 @@ __all__ = [
     "MethodError",
     "OptionError",
     "OutputExistsError",
+    "OutputSizeError",
     "ResumeError",
     "ShapeError",
     "SpatialDimsError",
@@ -76,6 +77,10 @@ class OutputExistsError(XsrError, FileExistsError):
 
 class DataUnavailableError(XsrError, FileNotFoundError):
     """A registered data file cannot be provided here (offline, or no public origin)."""
+
+
+class OutputSizeError(XsrError, MemoryError):
+    """The result would not fit in memory; chunk the input with dask and use tiles."""
 
 
 class TileMemoryError(XsrError, MemoryError):

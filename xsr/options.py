@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from ._validate import check_bool, check_int
 from .exceptions import OptionError
 
 __all__ = ["OPTIONS", "get_options", "set_options"]
@@ -16,6 +18,7 @@ OPTIONS: dict[str, Any] = {
 }
 
 _DTYPES = (None, "float32", "float64")
+_TILE_HINT = "the edge of a tile in fine cells, e.g. tile_size=512"
 
 
 def _validate(key: str, value: Any) -> Any:
@@ -23,10 +26,10 @@ def _validate(key: str, value: Any) -> Any:
         if not isinstance(value, str):
             # torch.device objects are accepted too
             value = str(value)
-        base = value.split(":")[0]
-        if base not in ("auto", "cpu", "cuda", "mps"):
+        if re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", value) is None:
             raise OptionError(
-                f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}"
+                f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU number) or 'mps', "
+                f"got {value!r}; 'auto' picks a GPU when torch sees one"
             )
         return value
     if key == "dtype":
@@ -34,19 +37,15 @@ def _validate(key: str, value: Any) -> Any:
             value = str(value).replace("torch.", "")
         if value not in _DTYPES:
             raise OptionError(
-                f"dtype must be one of {list(_DTYPES)} (None keeps the input's), got {value!r}"
+                f"dtype must be one of {list(_DTYPES)}, got {value!r}; downscaled fields are "
+                "floating point: pass 'float32' or 'float64', or None to keep each variable's "
+                "own floating dtype"
             )
         return value
     if key == "progress":
-        if not isinstance(value, bool):
-            raise OptionError(f"progress must be True or False, got {value!r}")
-        return value
+        return check_bool(value, name="progress")
     if key == "tile_size":
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise OptionError(f"tile_size must be a positive integer or None, got {value!r}")
-        return value
+        return check_int(value, name="tile_size", minimum=1, allow_none=True, hint=_TILE_HINT)
     raise OptionError(f"unknown option {key!r}; available: {sorted(OPTIONS)}")
 
 

@@ -774,7 +774,7 @@ def downscale_tiled(
     """
     from .conserve import check_options
     from .methods.registry import get_method
-    from .options import OPTIONS
+    from .options import OPTIONS, _validate
 
     f, mode, bnds = check_options(factor, conserve, bounds)
     m = get_method(method, **method_options)
@@ -782,8 +782,7 @@ def downscale_tiled(
         raise OptionError(f"{name} must have at least 2 dimensions (y, x), got {x.shape}")
     ny, nx = int(x.shape[-2]), int(x.shape[-1])
     ts = OPTIONS["tile_size"] if tile_size is None else tile_size
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | np.integer) or ts < 1):
-        raise OptionError(f"tile_size must be a positive integer (fine cells), got {ts!r}")
+    ts = _validate("tile_size", ts)
     tile = 0 if ts is None else max(1, int(ts) // f)
     h = (m.halo if m.handles_nan else 2 * m.halo) if halo is None else int(halo)
     if h < 0:

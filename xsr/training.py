@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from ._validate import check_bool, check_int, check_number
 from .exceptions import InputValueError, OptionError, ShapeError
 
 if TYPE_CHECKING:
@@ -116,9 +117,7 @@ def _select_var(
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(value, name=name, minimum=minimum)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,15 +596,23 @@ def train(
     epochs = _positive_int("epochs", epochs)
     steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
     patience = _positive_int("patience", patience)
-    if not (isinstance(val_fraction, int | float) and 0.0 <= val_fraction < 1.0):
+    val_fraction = check_number(val_fraction, name="val_fraction", minimum=0)
+    if not val_fraction < 1.0:
         raise OptionError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    if not (isinstance(min_valid, int | float) and 0.0 < min_valid <= 1.0):
+    min_valid = check_number(
+        min_valid,
+        name="min_valid",
+        positive=True,
+        hint="a fraction of valid coarse cells per crop, in (0, 1]",
+    )
+    if not min_valid <= 1.0:
         raise OptionError(
             f"min_valid must be in (0, 1] (a fraction of valid coarse cells per crop), got "
             f"{min_valid!r}"
         )
-    if not (isinstance(lr, int | float) and lr > 0):
-        raise OptionError(f"lr must be a positive number, got {lr!r}")
+    lr = check_number(lr, name="lr", positive=True)
+    progress = check_bool(progress, name="progress")
+    augment = check_bool(augment, name="augment")
     options = dict(model_options or {})
     for key in ("factor", "conserve", "bounds"):
         if key in options:

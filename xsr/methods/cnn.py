@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._validate import check_int
 from ..exceptions import OptionError
 from .base import Method
 
@@ -113,12 +114,9 @@ class CNN(Method):
                 f"model must be a TrainedModel, a file path or a registered name, got "
                 f"{type(model).__name__}"
             )
-        if halo is not None and (isinstance(halo, bool) or not isinstance(halo, int) or halo < 0):
-            raise OptionError(f"halo must be an integer >= 0 (coarse cells), got {halo!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise OptionError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        halo = check_int(halo, name="halo", minimum=0, allow_none=True, hint="in coarse cells")
         self.model = model
-        self.batch_size = batch_size
+        self.batch_size = check_int(batch_size, name="batch_size", minimum=1)
         self._halo_option = halo
         # loaded now (errors surface here, not in a dask task), once per process per file,
         # and held: tiles do not look the file up again

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from .._validate import check_bool, check_choice, check_int, check_number
 from ..exceptions import OptionError
 from .base import Method, Upscaled
 
@@ -366,25 +367,6 @@ def _cpu_chunk(B: int, ny: int, nx: int, factor: int, m: DIP) -> int:
     return max(1, min(m._members, CPU_BATCH_CELLS // max(cells, 1)))
 
 
-def _check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
-    if value not in allowed:
-        raise OptionError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _check_nonneg(name: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise OptionError(f"{name} must be a finite number, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise OptionError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
-
-
 class DIP(Method):
     """Deep image prior: one generator network fitted to each coarse field.
 
@@ -462,38 +444,36 @@ class DIP(Method):
     ) -> None:
         from ..nn.generators import GENERATORS
 
-        _check_choice("generator", generator, GENERATORS)
+        check_choice(generator, GENERATORS, name="generator")
         d = _DEFAULTS[generator]
         self.generator: GeneratorName = generator
-        self.iterations = _check_int(
-            "iterations", d["iterations"] if iterations is None else iterations, 1
+        self.iterations = check_int(
+            d["iterations"] if iterations is None else iterations, name="iterations", minimum=1
         )
-        self.lr = _check_nonneg("lr", d["lr"] if lr is None else lr, positive=True)
-        self.seed = _check_int("seed", seed, 0)
-        self.skip = bool(d["skip"] if skip is None else skip)
+        self.lr = check_number(d["lr"] if lr is None else lr, name="lr", positive=True)
+        self.seed = check_int(seed, name="seed", minimum=0)
+        self.skip = check_bool(d["skip"] if skip is None else skip, name="skip")
         r = d["resolution"] if resolution is None else resolution
-        self.resolution = None if r is None else _check_int("resolution", r, 2)
-        self.input_noise = _check_nonneg(
-            "input_noise", d["input_noise"] if input_noise is None else input_noise
+        self.resolution = check_int(r, name="resolution", minimum=2, allow_none=True)
+        self.input_noise = check_number(
+            d["input_noise"] if input_noise is None else input_noise, name="input_noise", minimum=0
         )
-        self.noise_std = None if noise_std is None else _check_nonneg("noise_std", noise_std)
-        self.tol = None if tol is None else _check_nonneg("tol", tol)
-        _check_choice("uncertainty", uncertainty, self._uncertainties())
+        self.noise_std = check_number(noise_std, name="noise_std", minimum=0, allow_none=True)
+        self.tol = check_number(tol, name="tol", minimum=0, allow_none=True)
+        check_choice(uncertainty, self._uncertainties(), name="uncertainty")
         self.uncertainty: Uncertainty = uncertainty
-        self.latent_samples = _check_int("latent_samples", latent_samples, 2)
-        self.latent_noise = _check_nonneg("latent_noise", latent_noise, positive=True)
-        self.keep_members = bool(keep_members)
+        self.latent_samples = check_int(latent_samples, name="latent_samples", minimum=2)
+        self.latent_noise = check_number(latent_noise, name="latent_noise", positive=True)
+        self.keep_members = check_bool(keep_members, name="keep_members")
         if self.keep_members and self.uncertainty == "none":
             raise OptionError(
                 "keep_members=True needs samples: use method='dip-ensemble' or uncertainty='latent'"
             )
-        self.amp = amp
-        _check_choice("net_dtype", net_dtype, ("float32", "float64"))
+        self.amp = check_bool(amp, name="amp", allow_none=True)
+        check_choice(net_dtype, ("float32", "float64"), name="net_dtype")
         self.net_dtype: NetDtype = net_dtype
-        if progress is not None and not isinstance(progress, bool):
-            raise OptionError(f"progress must be True, False or None, got {progress!r}")
-        self.progress = progress
-        self.max_batch = None if max_batch is None else _check_int("max_batch", max_batch, 1)
+        self.progress = check_bool(progress, name="progress", allow_none=True)
+        self.max_batch = check_int(max_batch, name="max_batch", minimum=1, allow_none=True)
 
     @staticmethod
     def _uncertainties() -> tuple[str, ...]:
@@ -676,7 +656,7 @@ class DIPEnsemble(DIP):
         latent_samples: int = 4,
         **options: Any,
     ) -> None:
-        self._members = _check_int("members", members, 2)
+        self._members = check_int(members, name="members", minimum=2)
         super().__init__(uncertainty=uncertainty, latent_samples=latent_samples, **options)
 
     @property
