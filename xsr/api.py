@@ -23,6 +23,7 @@ from .cfgrid import (
     Grid,
     WeightsArg,
     cell_areas,
+    check_weights,
     coarse_coords,
     describe,
     field_variables,
@@ -38,6 +39,7 @@ from .cfgrid import (
 )
 from .exceptions import (
     DtypeError,
+    InputValueError,
     OptionError,
     ShapeError,
     SpatialDimsError,
@@ -372,6 +374,7 @@ def _plan(
     ts = _validate("tile_size", OPTIONS["tile_size"] if tile_size is None else tile_size)
     # tiles (xsr.tiling): with tile_size, or for dask inputs chunked along y or x
     tiled = ts is not None or _spatially_chunked(obj, g)
+    _check_size(obj, g, f, tiled=tiled, dtype=dt, copies=_copies(m, obj))
     factors = weights_factors(weights, g, f) if tiled else None
     if factors is not None:
         w, wdesc = None, factors[1]
@@ -452,30 +455,42 @@ def _check_names(obj: XrObj, g: Grid, plan: _Plan) -> None:
             made[new] = n
 
 
-def _check_size(obj: XrObj, g: Grid, plan: _Plan) -> None:
-    """Refuse, before any allocation, an eager result that cannot fit in memory."""
+def _copies(m: Method, obj: XrObj) -> int:
+    """Fine arrays per variable: the field, and a Dataset's spread and members."""
+    if not isinstance(obj, xr.Dataset):
+        return 1
+    extra = tuple(getattr(m, "extra_outputs", ()))
+    members = int(getattr(m, "n_members", 0)) if "members" in extra else 0
+    return 1 + ("std" in extra) + members
+
+
+def _check_size(
+    obj: XrObj, g: Grid, f: int, *, tiled: bool, dtype: str | None, copies: int
+) -> None:
+    """Refuse, before any allocation, a result that cannot fit in memory.
+
+    Counted: the eager (numpy-backed) fine fields, and for untiled runs one fine plane of
+    float64 (the cell weights).
+    """
     from .exceptions import OutputSizeError
 
     free = _available_memory()
     if free is None:
         return
-    f2 = plan.factor**2
-    plane = g.ny * g.nx * f2 * 8  # one fine plane of float64 (weights, masks, coordinates)
+    f2 = f * f
     variables = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
-    copies = 1 + ("std" in plan.extras) + (plan.n_members if "members" in plan.extras else 0)
-    eager = 0
+    need = 0 if tiled else g.ny * g.nx * f2 * 8
     for v in variables:
         if g.ydim in v.dims and g.xdim in v.dims and v.chunks is None and v.dtype.kind == "f":
-            eager += int(v.size) * f2 * np.dtype(plan.dtype or v.dtype).itemsize * copies
-    need = eager + (0 if plan.tiled else plane)
+            need += int(v.size) * f2 * np.dtype(dtype or v.dtype).itemsize * copies
     if need > free:
         gib = 1024.0**3
         raise OutputSizeError(
-            f"downscaling by factor {plan.factor} makes a {g.ny * plan.factor} x "
-            f"{g.nx * plan.factor} grid: about {need / gib:.1f} GiB in memory, more than the "
-            f"{free / gib:.1f} GiB available; chunk the input with dask (e.g. "
-            "ds.chunk({'time': 1})) and pass tile_size=512, then write the lazy result to "
-            "zarr (or use `xsr downscale IN OUT.zarr --tile-size 512`), or downscale a region"
+            f"downscaling by factor {f} makes a {g.ny * f} x {g.nx * f} grid: about "
+            f"{need / gib:.1f} GiB in memory, more than the {free / gib:.1f} GiB available; "
+            "chunk the input with dask (e.g. ds.chunk({'time': 1})) and pass tile_size=512, "
+            "then write the lazy result to zarr (or run `xsr downscale IN OUT.zarr "
+            "--tile-size 512`), or downscale a smaller region"
         )
 
 
@@ -575,9 +590,9 @@ def _downscale_variable(
     """One variable on the fine grid (and its ensemble spread/members for a Dataset)."""
     g = plan.grid
     ydim, xdim, f = g.ydim, g.xdim, plan.factor
-    _check_field(da, name, plan)
-    if plan.coarse_mask is not None:
+    if plan.coarse_mask is not None and da.dtype.kind == "f":
         da = da.where(plan.coarse_mask)
+    _check_field(da, name, plan)
     want = plan.extras
     dtype = plan.dtype or str(da.dtype)  # explicit: later global options do not apply
     core = [[ydim, xdim]] * (1 + ("std" in want))
@@ -718,7 +733,6 @@ def downscale(
         tile_size=tile_size,
     )
     _check_names(obj, g, plan)
-    _check_size(obj, g, plan)
     coords, bvars = fine_coords(obj, g, f)
     if g.other_spatial_coords:
         warnings.warn(
@@ -812,11 +826,16 @@ def coarsen(
         "trim", up for "pad"); coordinates, bounds and cell areas coarsened; ``cell_methods``
         gains ``area: mean``; attrs kept plus a ``history`` line.
     """
+    from ._validate import check_choice
     from .conserve import check_factor
 
     f = check_factor(factor)
-    if boundary not in ("exact", "trim", "pad"):
-        raise OptionError(f"boundary must be 'exact', 'trim' or 'pad', got {boundary!r}")
+    check_choice(
+        boundary,
+        ("exact", "trim", "pad"),
+        name="boundary",
+        hint="it says what to do with a size that is not a multiple of the factor",
+    )
     if not isinstance(obj, xr.Dataset | xr.DataArray):
         raise TypeError(f"expected an xarray Dataset or DataArray, got {type(obj).__name__}")
     ydim, xdim = spatial_dims(obj, dims)
@@ -830,18 +849,7 @@ def coarsen(
         obj = obj.isel({ydim: slice(0, ny - ny % f), xdim: slice(0, nx - nx % f)})
     obj = _align_chunks(obj, ydim, xdim, f)
     g = describe(obj, ydim, xdim)
-    if isinstance(weights, str) and weights in ("auto", "area"):
-        w = own_areas(obj, g)
-        if w is None and weights == "area":
-            raise OptionError(
-                "weights='area' but the grid has no coordinates or cell_measures to compute "
-                "areas from; add coordinates, an area variable, or use weights='uniform'"
-            )
-    elif weights is None or weights == "uniform":
-        w = None
-    else:
-        w, _ = grid_array(weights, g, what="weights", factor=None)
-        w = np.asarray(w, np.float64)
+    w = _own_weights(obj, g, weights)
     pad_y = (-g.ny) % f
     pad_x = (-g.nx) % f
     wda = xr.DataArray(np.ones((g.ny, g.nx)) if w is None else w, dims=(ydim, xdim))
@@ -863,6 +871,10 @@ def coarsen(
         num = (x.fillna(0.0) * den_base).coarsen({ydim: f, xdim: f}).sum()
         den = den_base.where(valid, 0.0).coarsen({ydim: f, xdim: f}).sum()
         res = (num / den.where(den > 0)).astype(da.dtype)
+        if w is not None and not (w > 0).all():
+            # a block with values but no weight would silently become NaN: refuse it
+            held = valid.coarsen({ydim: f, xdim: f}).any()
+            res = _refuse_lost(res, held & (den <= 0), str(da.name))
         res = res.drop_vars(
             [c for c in res.coords if c not in res.dims or c in (ydim, xdim)], errors="ignore"
         )
@@ -883,6 +895,54 @@ def coarsen(
         area = (g.area_name, xr.Variable((ydim, xdim), s.astype(a.dtype), dict(a.attrs)))
     # the areas downscale gave a curvilinear DataArray were for this step only: not kept
     return _assemble(obj, g, lambda da, name: _one(da), coords, bvars, area, line)
+
+
+def _own_weights(obj: XrObj, g: Grid, weights: Any) -> np.ndarray | None:
+    """The weights of ``obj``'s own cells for :func:`coarsen` (None: uniform)."""
+    if weights is None or (isinstance(weights, str) and weights == "uniform"):
+        return None
+    if isinstance(weights, str):
+        from ._validate import check_choice
+
+        check_choice(
+            weights,
+            ("auto", "area", "uniform"),
+            name="weights",
+            hint="or None, or an array of the cell areas",
+        )
+        w = own_areas(obj, g)
+        if w is None and weights == "area":
+            raise OptionError(
+                "weights='area' but the grid has no coordinates or cell_measures to compute "
+                "areas from; add coordinates, an area variable, or use weights='uniform'"
+            )
+        return w
+    arr, _ = grid_array(weights, g, what="weights", factor=None)
+    return check_weights(np.asarray(arr, np.float64), what="weights")
+
+
+def _raise_lost(res: np.ndarray, lost: np.ndarray, name: str) -> np.ndarray:
+    if lost.any():
+        raise InputValueError(
+            f"{int(lost.sum())} coarse cell(s) of {name!r} hold values but all their cells "
+            "have zero weight, so their mean is undefined; give those cells positive weights "
+            "(cell areas), or set their values to NaN"
+        )
+    return res
+
+
+def _refuse_lost(res: xr.DataArray, lost: xr.DataArray, name: str) -> xr.DataArray:
+    """``res``, checked (when computed, for dask) for blocks with values but no weight."""
+    out = xr.apply_ufunc(
+        _raise_lost,
+        res,
+        lost.broadcast_like(res),
+        dask="parallelized",
+        output_dtypes=[res.dtype],
+        kwargs={"name": name},
+        keep_attrs=True,
+    )
+    return out.transpose(*res.dims)
 
 
 def _align_chunks(obj: XrObj, ydim: str, xdim: str, f: int) -> XrObj:

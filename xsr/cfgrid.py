@@ -20,7 +20,14 @@ import numpy as np
 import xarray as xr
 
 from . import grid
-from .exceptions import CoordinateError, OptionError, ShapeError, SpatialDimsError, XsrError
+from .exceptions import (
+    CoordinateError,
+    InputValueError,
+    OptionError,
+    ShapeError,
+    SpatialDimsError,
+    XsrError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Mapping
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Grid",
     "cell_areas",
+    "check_weights",
     "coarse_coords",
     "describe",
     "field_variables",
@@ -116,6 +124,13 @@ def spatial_dims(obj: XrObj, dims: tuple[Hashable, Hashable] | None = None) -> t
                 f"dims={tuple(dims)!r}: {missing} not among the dimensions {all_dims}; "
                 "pass the names of the two horizontal dimensions, y first"
             )
+        for d in dims:
+            if d in obj.coords and obj[d].dtype.kind not in "iuf":
+                raise SpatialDimsError(
+                    f"dims={tuple(dims)!r}: {d!r} holds {obj[d].dtype} values, which cannot "
+                    "be a horizontal axis (only numeric positions can); pass the names of the "
+                    "two horizontal dimensions, y first"
+                )
         return str(dims[0]), str(dims[1])
 
     axes = _cf_axes(obj)
@@ -264,6 +279,10 @@ class Grid:
     area_name: str | None = None
     yrecord: Record | None = None
     xrecord: Record | None = None
+    yvalues: np.ndarray | None = None  # the 1-D coordinates as given (their own dtype)
+    xvalues: np.ndarray | None = None
+    ybounds_given: np.ndarray | None = None  # their bounds as given, or inferred (n, 2)
+    xbounds_given: np.ndarray | None = None
     other_spatial_coords: list[str] = field(default_factory=list)
     _refined: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict, repr=False)
 
@@ -278,6 +297,22 @@ class Grid:
             self.area_name,
         )
         return {n for n in names if n}
+
+    def refinement(self, axis: Literal["y", "x"], factor: int) -> Record:
+        """The record of refining the 1-D coordinate of ``axis`` by ``factor``."""
+        values = self.yvalues if axis == "y" else self.xvalues
+        given = self.ybounds_given if axis == "y" else self.xbounds_given
+        assert values is not None
+        assert given is not None
+        return Record(factor, values, given)
+
+    def centres(self, axis: Literal["y", "x"], factor: int | None = None) -> np.ndarray:
+        """Centres (float64) of the 1-D coordinate of ``axis``, or of its refinement."""
+        if factor is None:
+            c = self.ycentres if axis == "y" else self.xcentres
+            assert c is not None
+            return c
+        return self.refinement(axis, factor).refine(self.ykind if axis == "y" else self.xkind)[0]
 
     def refine_curvilinear(self, factor: int) -> tuple[np.ndarray, ...]:
         """(lat_c, lon_c, lat_v, lon_v) of the fine curvilinear grid, computed once."""
@@ -335,6 +370,13 @@ def _bounds_1d(
     return grid.infer_bounds_1d(values, kind=kind), None  # type: ignore[arg-type]
 
 
+def _given_bounds(obj: XrObj, dim: str, name: str | None, inferred: np.ndarray) -> np.ndarray:
+    """The bounds of ``dim`` as the bounds variable holds them (its dtype), or ``inferred``."""
+    if name is None:
+        return inferred
+    return np.asarray(obj[name].transpose(dim, ...).values)
+
+
 def _find_area(obj: XrObj, ydim: str, xdim: str) -> str | None:
     """Name of a cell-area variable (CF cell_measures) on the grid, if any."""
     names: list[str] = []
@@ -369,6 +411,9 @@ def describe(obj: XrObj, ydim: str, xdim: str) -> Grid:
         g.xrecord = _read_record(obj[xdim], kx)
         g.ybounds, g.ybounds_name = _bounds_1d(obj, ydim, ky, g.yrecord)
         g.xbounds, g.xbounds_name = _bounds_1d(obj, xdim, kx, g.xrecord)
+        g.yvalues, g.xvalues = np.asarray(obj[ydim].values), np.asarray(obj[xdim].values)
+        g.ybounds_given = _given_bounds(obj, ydim, g.ybounds_name, g.ybounds)
+        g.xbounds_given = _given_bounds(obj, xdim, g.xbounds_name, g.xbounds)
         if ky == "latitude" and kx == "longitude":
             rotated = obj[ydim].attrs.get("standard_name") == "grid_latitude"
             g.kind = "rotated" if rotated else "lonlat"
@@ -443,29 +488,116 @@ def _refine_bounds(g: Grid, axis: Literal["y", "x"], factor: int) -> np.ndarray:
     return grid.refine_1d(centres, factor, bounds=bounds, kind=kind)[1]
 
 
+def _label_order(
+    labels: np.ndarray, target: np.ndarray, *, kind: str, what: str, dim: str, grid_name: str
+) -> np.ndarray | None:
+    """Indices that put ``labels`` in the order of ``target`` (None: already the same).
+
+    Labels match when they differ by less than a thousandth of the smallest cell (so that
+    float32-stored labels match their float64 grid); longitudes match modulo 360.
+    """
+    v = np.asarray(labels, np.float64)
+    t = np.asarray(target, np.float64)
+    if v.shape == t.shape and np.array_equal(v, t):
+        return None
+    steps = np.abs(np.diff(t))
+    tol = 1e-3 * float(steps.min()) if steps.size and steps.min() > 0 else 1e-9
+    period = 360.0 if kind == "longitude" else None
+    vv = np.mod(v, period) if period else v
+    tt = np.mod(t, period) if period else t
+    order = np.argsort(vv, kind="stable")
+    sv = vv[order]
+    pos = np.searchsorted(sv, tt)
+    best = np.zeros(t.size, dtype=np.intp)
+    dist = np.full(t.size, np.inf)
+    for shift in (-1, 0):
+        cand = pos + shift
+        cand = np.mod(cand, sv.size) if period else np.clip(cand, 0, sv.size - 1)
+        d = np.abs(sv[cand] - tt)
+        if period:
+            d = np.minimum(d, period - d)
+        better = d < dist
+        best = np.where(better, cand, best)
+        dist = np.where(better, d, dist)
+    idx = order[best]
+    bad = dist > tol
+    if bad.any() or np.unique(idx).size != idx.size:
+        k = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+        raise CoordinateError(
+            f"the {dim!r} labels of {what} do not match the {grid_name} grid: {float(t[k])!r} "
+            f"has no match (nearest {float(v[idx[k]])!r}); {what} is aligned by its "
+            f"coordinates, not by position: bring it onto the grid first (e.g. "
+            f"{what}.interp_like(ds, method='nearest')), or, if it is on the same grid with "
+            f"other labels, replace them: {what}.assign_coords({dim}=ds[{dim!r}])"
+        )
+    return idx
+
+
 def grid_array(
     value: Any, g: Grid, *, what: str, factor: int | None
 ) -> tuple[np.ndarray, Literal["coarse", "fine"]]:
-    """A 2-D (y, x) array on the coarse or the fine grid, from a DataArray or an ndarray."""
+    """A user's 2-D array on the coarse or the fine grid, as ``(y, x)`` numpy values.
+
+    The one place where xsr takes a grid array from the user (``mask=``, ``weights=``).  A
+    DataArray is aligned by its labels: its dimension coordinates are matched to the grid's
+    (any order, e.g. latitude stored the other way round; longitudes modulo 360) and its
+    2-D latitude/longitude, if it has them, must equal the grid's.  An ndarray, which has no
+    labels, is taken as ``(y, x)`` in the grid's order.  Which grid: the one whose shape the
+    array has (coarse ``(ny, nx)``, or fine ``(ny*factor, nx*factor)`` when ``factor``).
+    """
+    coarse_shape = (g.ny, g.nx)
+    fine_shape = (g.ny * factor, g.nx * factor) if factor else None
+    allowed = f"{coarse_shape} (coarse grid)" + (
+        f" or {fine_shape} (fine grid)" if fine_shape else ""
+    )
     if isinstance(value, xr.DataArray):
         if set(value.dims) != {g.ydim, g.xdim}:
             raise ShapeError(
                 f"{what} must have exactly the dimensions ({g.ydim!r}, {g.xdim!r}), got "
-                f"{value.dims}"
+                f"{value.dims}; select or squeeze the other dimensions first"
             )
-        arr = np.asarray(value.transpose(g.ydim, g.xdim).values)
+        v = value.transpose(g.ydim, g.xdim)
+        shape = (int(v.sizes[g.ydim]), int(v.sizes[g.xdim]))
     else:
-        arr = np.asarray(value)
-    coarse_shape = (g.ny, g.nx)
-    fine_shape = (g.ny * factor, g.nx * factor) if factor else None
-    if arr.shape == coarse_shape:
-        return arr, "coarse"
-    if fine_shape is not None and arr.shape == fine_shape:
-        return arr, "fine"
-    allowed = f"{coarse_shape} (coarse grid)" + (
-        f" or {fine_shape} (fine grid)" if fine_shape else ""
-    )
-    raise ShapeError(f"{what} has shape {arr.shape}; allowed: {allowed}")
+        v = None
+        shape = tuple(np.shape(value))
+    if shape == coarse_shape:
+        where: Literal["coarse", "fine"] = "coarse"
+    elif fine_shape is not None and shape == fine_shape:
+        where = "fine"
+    else:
+        raise ShapeError(f"{what} has shape {shape}; allowed: {allowed}")
+    if v is None:
+        return np.asarray(value), where
+    f = factor if where == "fine" and factor else None
+    name = "fine" if f else "coarse"
+    if g.ycoord is not None and g.xcoord is not None:
+        for dim, axis, kind in ((g.ydim, "y", g.ykind), (g.xdim, "x", g.xkind)):
+            if dim not in v.indexes:
+                continue  # no labels: by position
+            target = g.centres(axis, f)  # type: ignore[arg-type]
+            order = _label_order(
+                v[dim].values, target, kind=kind, what=what, dim=dim, grid_name=name
+            )
+            if order is not None:
+                v = v.isel({dim: order})
+    if g.lat2d is not None and g.lon2d is not None:
+        assert g.lat_c is not None
+        assert g.lon_c is not None
+        lat_t, lon_t = (g.lat_c, g.lon_c) if f is None else g.refine_curvilinear(f)[:2]
+        for c, t in ((g.lat2d, lat_t), (g.lon2d, lon_t)):
+            if c in v.coords and set(v[c].dims) == {g.ydim, g.xdim}:
+                d = np.asarray(v[c].transpose(g.ydim, g.xdim).values, np.float64) - t
+                if c == g.lon2d:
+                    d = (d + 180.0) % 360.0 - 180.0
+                if not (np.abs(d) < 1e-4).all():
+                    raise CoordinateError(
+                        f"the 2-D coordinate {c!r} of {what} differs from the {name} grid's "
+                        f"(by up to {float(np.abs(d).max()):.3g} degrees); {what} is aligned "
+                        f"by its coordinates: bring it onto the grid first, or drop its "
+                        f"coordinates if it is on the same grid ({what}.drop_vars({c!r}))"
+                    )
+    return np.asarray(v.values), where
 
 
 def mask_arrays(mask: Any, g: Grid, factor: int) -> tuple[np.ndarray | None, xr.DataArray | None]:
@@ -486,9 +618,44 @@ def mask_arrays(mask: Any, g: Grid, factor: int) -> tuple[np.ndarray | None, xr.
     elif arr.dtype.kind not in "biu":
         raise OptionError(f"mask must be boolean (True = valid cell), got dtype {arr.dtype}")
     arr = arr.astype(bool)
+    if not arr.any():
+        raise OptionError(
+            "mask is False everywhere, so every cell would be masked; True marks the valid "
+            "cells: pass the mask of the valid cells (e.g. ~land, or ds.adt.notnull())"
+        )
     if where == "coarse":
         return None, xr.DataArray(arr, dims=(g.ydim, g.xdim))
     return arr, None
+
+
+def check_weights(arr: np.ndarray, *, what: str) -> np.ndarray:
+    """Weights (cell areas) as given: finite and non-negative, NaN read as 0 (no weight)."""
+    bad = np.isinf(arr) | (arr < 0)
+    if bad.any():
+        k = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputValueError(
+            f"{what} must be finite and non-negative (cell areas), got {float(arr[k])!r} at "
+            f"index {k} ({int(bad.sum())} such cells); fix them, or pass weights='uniform'"
+        )
+    return np.where(np.isnan(arr), 0.0, arr)
+
+
+def _area_values(obj: XrObj, g: Grid) -> np.ndarray:
+    """The CF cell-area variable's values as (y, x) float64, checked."""
+    assert g.area_name is not None
+    a = np.asarray(obj[g.area_name].transpose(g.ydim, g.xdim).values, np.float64)
+    return check_weights(a, what=f"cell-area variable {g.area_name!r} (cell_measures)")
+
+
+def _share_out(area: np.ndarray, geo: np.ndarray | None, g: Grid, factor: int) -> np.ndarray:
+    """Coarse cell areas ``(ny, nx)`` shared out over the fine cells in proportion to their
+    geometric areas ``geo`` (uniformly without geometry): each block sums to its area."""
+    from .conserve import upsample
+
+    if geo is None:
+        return np.asarray(upsample(area, factor) / factor**2, dtype=np.float64)
+    s = geo.reshape(g.ny, factor, g.nx, factor).sum(axis=(1, 3))
+    return np.asarray(geo * upsample(area / s, factor), dtype=np.float64)
 
 
 def fine_weights(
@@ -506,14 +673,8 @@ def fine_weights(
             )
         geo = _geometry_areas(g, factor)
         if g.area_name is not None:
-            area = np.asarray(obj[g.area_name].transpose(g.ydim, g.xdim).values, np.float64)
-            if geo is None:
-                geo = np.ones((g.ny * factor, g.nx * factor))
-            # scale the geometric fine areas so that each block sums to the given area
-            from .conserve import upsample
-
-            s = geo.reshape(g.ny, factor, g.nx, factor).sum(axis=(1, 3))
-            return geo * upsample(area / s, factor), f"cell area from {g.area_name!r}"
+            area = _area_values(obj, g)
+            return _share_out(area, geo, g, factor), f"cell area from {g.area_name!r}"
         if geo is None:
             if weights == "area":
                 raise OptionError(
@@ -523,11 +684,10 @@ def fine_weights(
             return None, "uniform"
         return geo, f"cell area ({g.kind} grid)"
     arr, where = grid_array(weights, g, what="weights", factor=factor)
-    arr = np.asarray(arr, dtype=np.float64)
+    arr = check_weights(np.asarray(arr, dtype=np.float64), what="weights")
     if where == "coarse":
-        arr = np.repeat(np.repeat(arr, factor, axis=0), factor, axis=1) / factor**2
-    if not (np.isfinite(arr).all() and (arr >= 0).all()):
-        raise OptionError("weights must be finite and non-negative everywhere")
+        # coarse cell areas, shared out over the fine cells as the geometry says
+        arr = _share_out(arr, _geometry_areas(g, factor), g, factor)
     return arr, "user weights"
 
 
@@ -590,14 +750,9 @@ def fine_coords(obj: XrObj, g: Grid, factor: int) -> tuple[dict[str, Any], dict[
     """(coords, bounds variables) of the fine grid."""
     axes: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
     if g.ycoord is not None and g.xcoord is not None:
-        for dim, b, bname, kind in (
-            (g.ydim, g.ybounds, g.ybounds_name, g.ykind),
-            (g.xdim, g.xbounds, g.xbounds_name, g.xkind),
-        ):
-            assert b is not None
+        for dim, axis, kind in ((g.ydim, "y", g.ykind), (g.xdim, "x", g.xkind)):
             # the record holds the coarse values as given (their dtype too)
-            given = b if bname is None else obj[bname].transpose(dim, ...).values
-            rec = Record(factor, np.asarray(obj[dim].values), np.asarray(given))
+            rec = g.refinement(axis, factor)  # type: ignore[arg-type]
             fc, fb = rec.refine(kind)
             axes[dim] = (fc, fb, rec.attrs())
     curvi = None
@@ -649,7 +804,7 @@ def weights_factors(weights: WeightsArg, g: Grid, factor: int) -> tuple[Any, str
 def own_areas(obj: XrObj, g: Grid) -> np.ndarray | None:
     """Areas of ``obj``'s own cells: its CF area variable, else the geometry, else None."""
     if g.area_name is not None:
-        return np.asarray(obj[g.area_name].transpose(g.ydim, g.xdim).values, np.float64)
+        return _area_values(obj, g)
     return _geometry_areas(g, None)
 
 

@@ -354,6 +354,20 @@ def downscale_array(
                 "mask True on at least one fine cell of every coarse cell with data, or set "
                 "those coarse cells to NaN"
             )
+    if weights is not None:
+        wt = torch.as_tensor(
+            np.asarray(weights) if not isinstance(weights, torch.Tensor) else weights
+        )
+        if not bool((wt > 0).all()):
+            # zero weights: a block with values needs a valid fine cell of positive weight
+            pos = torch.broadcast_to((wt > 0).to(keep.device), keep.shape)
+            lost = valid & ~block_any(keep & pos, f)
+            if bool(lost.any()):
+                raise InputValueError(
+                    f"{int(lost.sum())} coarse cell(s) of {name} hold values but every valid "
+                    "fine cell in them has zero weight, so their mean cannot be conserved; "
+                    "give them positive weights (cell areas), or set those coarse cells to NaN"
+                )
     if not bool(torch.isfinite(y).all()) and bool((keep & ~torch.isfinite(y)).any()):
         raise MethodError(
             f"method {m!r} produced non-finite values inside the valid region of {name}; "
