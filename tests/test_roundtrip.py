@@ -110,7 +110,8 @@ def test_curvilinear_dataarray_keeps_its_cell_areas(factor):
     fine = ds["t"].sr.downscale(factor=factor)
     assert "cell_area" in fine.coords
     assert fine.attrs["cell_measures"] == "area: cell_area"
-    assert_conserves(fine, ds["t"], factor)
+    # no corners in a DataArray: for even factors the middle corner is estimated
+    assert_conserves(fine, ds["t"], factor, coords_atol=None if factor % 2 == 0 else 0.0)
     back = fine.sr.coarsen(factor=factor)
     assert "cell_area" not in back.coords
     assert "cell_measures" not in back.attrs

@@ -166,9 +166,26 @@ def assert_conserves(
     dims: tuple[Hashable, Hashable] | None = None,
     rtol: float = 1e-12,
     weights: str | None = "auto",
+    coords_atol: float | None = 1e-9,
 ) -> float:
-    """Assert that ``coarsen(fine)`` reproduces ``coarse``: same NaN cells and values within
-    ``rtol`` relative to the largest magnitude, computed in float64.
+    """Assert that ``coarsen(fine)`` reproduces ``coarse``: the same values within ``rtol``
+    relative to the largest magnitude (computed in float64), the same NaN cells, and the
+    same horizontal coordinates, so that ``coarsen(fine) - coarse`` aligns every cell.
+
+    Parameters
+    ----------
+    fine, coarse : Dataset or DataArray
+        ``fine`` of the same type as ``coarse``.
+    factor : int
+    dims : (y, x), optional
+    rtol : float
+        Largest relative error allowed (1e-12 suits float64; use 2e-6 for float32).
+    weights : str or None
+        Passed to :func:`xsr.coarsen`.
+    coords_atol : float or None
+        Largest difference allowed in 2-D latitude/longitude coordinates (degrees); None
+        skips them.  1-D dimension coordinates must be identical in any case: xarray aligns
+        on them.
 
     Returns
     -------
@@ -177,8 +194,31 @@ def assert_conserves(
     """
     from .api import coarsen, spatial_dims
 
+    assert type(fine) is type(coarse), (
+        f"fine is a {type(fine).__name__} but coarse a {type(coarse).__name__}"
+    )
     back = coarsen(fine, factor=factor, dims=dims, weights=weights)  # type: ignore[arg-type]
     ydim, xdim = spatial_dims(coarse, dims)
+    for d in (ydim, xdim):
+        if d in coarse.coords:
+            assert d in back.coords, f"coordinate {d!r} is missing after coarsen"
+            cv, bv = coarse[d].values, back[d].values
+            assert cv.dtype == bv.dtype and np.array_equal(cv, bv), (
+                f"coordinate {d!r} differs after coarsen: {bv[:4]!r}... ({bv.dtype}) instead "
+                f"of {cv[:4]!r}... ({cv.dtype}); coarsen(fine) - coarse would drop cells"
+            )
+    if coords_atol is not None:
+        for cname, cvar in coarse.coords.items():
+            if cvar.ndim == 2 and set(cvar.dims) == {ydim, xdim} and cname in back.coords:
+                bc = np.asarray(back[cname].transpose(*cvar.dims).values, np.float64)
+                diff = np.abs(bc - cvar.values)
+                units = str(cvar.attrs.get("units", ""))
+                if units.startswith("degree") and "east" in units:
+                    diff = np.abs((diff + 180.0) % 360.0 - 180.0)
+                worst_c = float(diff.max())
+                assert worst_c <= coords_atol, (
+                    f"2-D coordinate {cname!r} differs after coarsen by up to {worst_c:.3g}"
+                )
     if isinstance(coarse, xr.DataArray):
         pairs = [(str(coarse.name), coarse, back)]
     else:
