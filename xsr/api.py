@@ -697,7 +697,20 @@ def downscale(
     Dataset or DataArray
         Same type as ``obj``; horizontal dims of sizes ``ny*factor`` and ``nx*factor``,
         refined coordinates with CF bounds (Datasets), attrs kept plus ``xsr_*`` provenance
-        attrs and a ``history`` line.  Variables without both horizontal dims are unchanged.
+        attrs and a ``history`` line.  Each refined 1-D coordinate records the coarse one
+        (attributes ``xsr_factor``, ``xsr_coarse_centres``, ``xsr_coarse_bounds``), so that
+        :func:`coarsen` by the same factor gives it back bit for bit.  A DataArray, which
+        cannot hold bounds variables, keeps its cell areas as a CF ``cell_measures``
+        coordinate where its coordinates alone would not give them (a curvilinear grid, or
+        an area coordinate of its own).
+
+        What happens to the other variables: data variables on both horizontal dimensions are
+        downscaled (they must be floating point: integers and booleans raise
+        :class:`~xsr.exceptions.DtypeError`, because xsr does not guess a rounding); those
+        with neither are kept unchanged; those with only one of them (a zonal mean, say)
+        cannot live on the new grid and are dropped with a warning that names them; so are
+        coordinates on the grid other than latitude/longitude, bounds and cell areas.  Bounds
+        and cell-area variables are rebuilt for the new grid; grid-mapping variables are kept.
 
         Ensemble methods (``"dip-ensemble"``, or ``"dip"`` with ``uncertainty="latent"``):
         each variable ``<var>`` is the enforced ensemble mean; a Dataset also gets
@@ -817,14 +830,21 @@ def coarsen(
         trailing cells ("trim"), or pad at the end with missing cells that take no part in
         the mean ("pad"), as in :meth:`xarray.Dataset.coarsen`.
     weights : {"auto", "area", "uniform"}, None, DataArray or ndarray
-        Cell weights on ``obj``'s grid.
+        Cell weights on ``obj``'s grid (a DataArray is aligned by its coordinates).  A block
+        that holds values but whose valid cells all have zero weight raises
+        :class:`~xsr.exceptions.InputValueError` (for dask inputs, when computed).
 
     Returns
     -------
     Dataset or DataArray
         Same type as ``obj``; horizontal sizes divided by ``factor`` (rounded down for
         "trim", up for "pad"); coordinates, bounds and cell areas coarsened; ``cell_methods``
-        gains ``area: mean``; attrs kept plus a ``history`` line.
+        gains ``area: mean``; attrs kept plus a ``history`` line.  Coordinates that
+        :func:`downscale` refined by this factor come back exactly as they were (1-D
+        coordinates from their ``xsr_coarse_*`` record, 2-D latitude/longitude from the
+        middle point of each block); other grids get block-mean coordinates.  Variables are
+        treated as in :func:`downscale`: those with one horizontal dimension are dropped
+        with a warning, those with none are kept.
     """
     from ._validate import check_choice
     from .conserve import check_factor
