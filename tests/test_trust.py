@@ -300,3 +300,27 @@ def test_shape_errors_name_what_is_allowed():
     ds = lonlat_dataset(6, 8)
     with pytest.raises(ShapeError, match=r"mask has shape \(5, 8\); allowed: \(6, 8\)"):
         ds.sr.downscale(factor=2, mask=np.ones((5, 8), bool))
+
+
+# ----------------------------------------------------------------------------------------
+# CF: grid-mapping variables are kept in every form real files use
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["data variable", "scalar coordinate", "dimension coordinate"])
+def test_grid_mapping_variable_is_kept(form):
+    ds = lonlat_dataset(6, 8)
+    attrs = {"grid_mapping_name": "latitude_longitude", "semi_major_axis": 6378137.0}
+    if form == "data variable":
+        ds["crs"] = xr.DataArray(np.int32(0), attrs=attrs)
+    elif form == "scalar coordinate":
+        ds = ds.assign_coords(crs=xr.DataArray(np.int32(0), attrs=attrs))
+    else:  # as gridMET stores it
+        ds = ds.assign_coords(crs=xr.DataArray(np.array([3], np.uint16), dims="crs", attrs=attrs))
+    for v in ("sst", "pr"):
+        ds[v].attrs["grid_mapping"] = "crs"
+    for out in (ds.sr.downscale(factor=2), ds.sr.downscale(factor=2).sr.coarsen(factor=2)):
+        assert "crs" in out.variables
+        assert out["crs"].attrs == attrs
+        assert out["sst"].attrs["grid_mapping"] == "crs"
+    da = ds["sst"]
+    if "crs" in da.coords:
+        assert "crs" in da.sr.downscale(factor=2).coords

@@ -91,9 +91,14 @@ def _version() -> str:
 
 
 def _order_like(out: xr.Dataset, obj: xr.Dataset) -> xr.Dataset:
+    """``out`` with its data variables in ``obj``'s order (new ones last), every coordinate
+    kept (selecting variables would drop coordinates that no data variable uses, such as a
+    grid-mapping variable stored as a dimension coordinate)."""
     first = [str(v) for v in obj.data_vars if v in out.data_vars]
     rest = [str(v) for v in out.data_vars if v not in obj.data_vars]
-    return out[first + rest]
+    ordered = out[first + rest]
+    lost = [c for c in out.coords if c not in ordered.coords]
+    return ordered.assign_coords({c: out[c].variable for c in lost}) if lost else ordered
 
 
 # ------------------------------------------------------------------------------------------
