@@ -65,7 +65,12 @@ CASES = [
     # displaced-pole curvilinear (2-D lat/lon, no bounds), cell_methods
     Case("ocean_pop_curvilinear.nc", "t", ("nlat", "nlon")),
     # grid mapping in a length-1 dimension coordinate (crs), packed uint16 data
-    Case("tasmax_gridmet_24thdeg_20190121.nc", "air_temperature", ("lat", "lon")),
+    Case(
+        "tasmax_gridmet_24thdeg_20190121.nc",
+        "air_temperature",
+        ("lat", "lon"),
+        (("lat", 150, 450), ("lon", 300, 900)),
+    ),
     # polar stereographic with 2-D lat/lon and a coordinates attribute naming absent variables
     Case(
         "precip_stageiv_4km_2002030112.nc",
