@@ -13,7 +13,7 @@ import datetime as _dt
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import xarray as xr
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 XrObj = xr.Dataset | xr.DataArray
+T_Xr = TypeVar("T_Xr", xr.Dataset, xr.DataArray)
 Boundary = Literal["exact", "trim", "pad"]
 
 
@@ -183,7 +184,7 @@ def _assemble(
         elif g.area_name is not None:  # the areas were not used: do not point at them
             attrs["cell_measures"] = _with_measure(attrs.get("cell_measures"), g.area_name, False)
         out.attrs = _add_history({k: v for k, v in attrs.items() if v != ""}, line)
-        return out
+        return _no_default_fill(out)
 
     skip = set(bvars) | g.aux_names
     names = spatial_vars(obj, g, skip)
@@ -210,7 +211,7 @@ def _assemble(
             out_ds = out_ds.assign_coords({aname: avar})
         else:
             out_ds[aname] = avar
-    out_ds = _order_like(out_ds, obj)
+    out_ds = _no_default_fill(_order_like(out_ds, obj))
     out_ds.attrs = _add_history(dict(obj.attrs), line)
     return out_ds
 
@@ -230,6 +231,46 @@ def _with_measure(cell_measures: Any, name: str, keep: bool = True) -> str:
     if keep:
         pairs.append(("area:", name))
     return " ".join(f"{k} {v}" for k, v in pairs)
+
+
+def _no_default_fill(obj: T_Xr) -> T_Xr:
+    """``obj`` whose coordinate and bounds variables without a fill value keep having none.
+
+    xarray writes ``_FillValue = NaN`` on every floating-point (and time) variable whose
+    encoding does not say otherwise; CF forbids it on coordinate variables (2.5.1) and on
+    bounds (7.1).  A shallow copy: the input's variables are not touched.
+    """
+    variables = obj.variables if isinstance(obj, xr.Dataset) else obj.coords.variables
+    bounds = {
+        str(src["bounds"])
+        for v in variables.values()
+        for src in (v.attrs, v.encoding)
+        if "bounds" in src
+    }
+    names = [
+        k
+        for k, v in variables.items()
+        if (k in obj.dims or k in bounds) and "_FillValue" not in v.encoding
+    ]
+    if not names:
+        return obj
+    obj = obj.copy(deep=False)
+    target = obj.variables if isinstance(obj, xr.Dataset) else obj.coords.variables
+    for k in names:
+        var = target[k].copy(deep=False)
+        var.encoding = {**var.encoding, "_FillValue": None}
+        if isinstance(obj, xr.Dataset):
+            obj = obj.assign_coords({k: var}) if k in obj.coords else obj.assign({k: var})
+        else:
+            obj = obj.assign_coords({k: var})
+    return obj
+
+
+def _dataarray(v: xr.Variable | xr.DataArray) -> xr.DataArray:
+    """``v`` as a DataArray, its encoding included (``xr.DataArray(v)`` drops it)."""
+    out = xr.DataArray(v)
+    out.encoding = dict(v.encoding)
+    return out
 
 
 def _extra_vars(
@@ -263,13 +304,13 @@ def _extra_vars(
         std_name = f"{name}_std"
         anc = str(res.attrs.get("ancillary_variables", "")).split()
         res.attrs["ancillary_variables"] = " ".join([*anc, std_name])
-        out[std_name] = xr.DataArray(sd)
+        out[std_name] = _dataarray(sd)
     if "members" in want:
         mem = next(it).transpose("member", *da.dims)
         mem.attrs = {k: v for k, v in res.attrs.items() if k != "ancillary_variables"}
         mem.attrs["long_name"] = f"ensemble members of {label}"
         mem.encoding = dict(enc)
-        members = xr.DataArray(mem)
+        members = _dataarray(mem)
         out[f"{name}_members"] = members.assign_coords(member=np.arange(members.sizes["member"]))
     return out
 
@@ -517,7 +558,14 @@ def _available_memory() -> int | None:
 
 
 def _downscale_block(
-    x: np.ndarray, *, plan: _Plan, name: str, dtype: str, want: tuple[str, ...]
+    x: np.ndarray,
+    *,
+    plan: _Plan,
+    label: str,
+    dtype: str,
+    want: tuple[str, ...],
+    mode: ConserveMode | None,
+    bounds: tuple[float | None, float | None] | None,
 ) -> np.ndarray | tuple[np.ndarray, ...]:
     """The array function of one variable: ``(..., ny, nx)`` in, fine arrays out."""
     from .methods.base import downscale_array
@@ -525,14 +573,14 @@ def _downscale_block(
     kwargs: dict[str, Any] = {
         "factor": plan.factor,
         "method": plan.method,
-        "conserve": plan.mode,
-        "bounds": plan.bounds,
+        "conserve": mode,
+        "bounds": bounds,
         "weights": plan.weights,
         "mask": plan.fine_mask,
         "periodic": plan.periodic,
         "device": plan.device,
         "dtype": dtype,
-        "name": f"variable {name!r}",
+        "name": label,
         "extras": bool(want),
     }
     if plan.tiled:
@@ -551,7 +599,94 @@ def _downscale_block(
     return tuple(outs)
 
 
-def _check_field(da: xr.DataArray, name: str, plan: _Plan) -> None:
+_DATA_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "zlib", "complevel")
+_VALID_ATTRS = ("valid_min", "valid_max", "valid_range")
+
+
+def _valid_range(da: xr.DataArray) -> tuple[float | None, float | None] | None:
+    """(lower, upper) of ``da``'s CF ``valid_range``/``valid_min``/``valid_max`` in data units
+    (they are stored in the packed type), or None when it declares none."""
+    a = da.attrs
+    lo = hi = None
+    try:
+        if "valid_range" in a:
+            lo, hi = (float(v) for v in np.ravel(a["valid_range"])[:2])
+        if "valid_min" in a:
+            lo = float(np.ravel(a["valid_min"])[0])
+        if "valid_max" in a:
+            hi = float(np.ravel(a["valid_max"])[0])
+    except (TypeError, ValueError):
+        return None
+    if lo is None and hi is None:
+        return None
+    scale = float(da.encoding.get("scale_factor", 1.0))
+    offset = float(da.encoding.get("add_offset", 0.0))
+    lo = None if lo is None else lo * scale + offset
+    hi = None if hi is None else hi * scale + offset
+    if lo is not None and hi is not None and not lo < hi:
+        return None
+    return lo, hi
+
+
+def _conservation_of(
+    da: xr.DataArray, plan: _Plan
+) -> tuple[ConserveMode | None, tuple[float | None, float | None] | None, bool]:
+    """The operator for one variable: (mode, bounds, bounded to its declared range).
+
+    A variable that declares a valid range (``valid_min``/``valid_max``/``valid_range``)
+    under the default additive operator is conserved with the bounded one, to that range:
+    the additive step could leave it, and readers that honour the range would then mask
+    values and break the conservation without a word.
+    """
+    valid = _valid_range(da)
+    if valid is not None and plan.mode == "additive" and plan.bounds is None:
+        return "bounded", valid, True
+    return plan.mode, plan.bounds, False
+
+
+def _range_attrs(
+    res: xr.DataArray,
+    da: xr.DataArray,
+    mode: ConserveMode | None,
+    bounds: tuple[float | None, float | None] | None,
+) -> None:
+    """Keep on ``res`` only the range attributes that remain true (in place).
+
+    ``actual_range`` (the input's extremes) goes; ``valid_*`` stay where the operator keeps
+    the values inside them, in data units when the output is no longer packed.
+    """
+    res.attrs.pop("actual_range", None)
+    valid = _valid_range(da)
+    if valid is None:
+        return
+    lo, hi = valid
+    glo = bounds[0] if mode == "bounded" and bounds else (0.0 if mode == "multiplicative" else None)
+    ghi = bounds[1] if mode == "bounded" and bounds else None
+    kept = (lo is None or (glo is not None and glo >= lo)) and (
+        hi is None or (ghi is not None and ghi <= hi)
+    )
+    packed = "scale_factor" in da.encoding or "add_offset" in da.encoding
+    for k in _VALID_ATTRS:
+        res.attrs.pop(k, None)
+    if kept:
+        dt = res.dtype
+        if lo is not None:
+            res.attrs["valid_min"] = (
+                np.array(lo, dt) if packed else da.attrs.get("valid_min", np.array(lo, dt))
+            )
+        if hi is not None:
+            res.attrs["valid_max"] = (
+                np.array(hi, dt) if packed else da.attrs.get("valid_max", np.array(hi, dt))
+            )
+
+
+def _check_field(
+    da: xr.DataArray,
+    name: str,
+    plan: _Plan,
+    mode: ConserveMode | None,
+    bounds: tuple[float | None, float | None] | None,
+) -> None:
     """Refuse a variable that cannot be downscaled, naming why and the fix."""
     from .exceptions import InputValueError
 
@@ -575,8 +710,8 @@ def _check_field(da: xr.DataArray, name: str, plan: _Plan) -> None:
     units = da.attrs.get("units")
     plan.method.check_request(
         factor=plan.factor,
-        conserve=plan.mode,
-        bounds=plan.bounds,
+        conserve=mode,
+        bounds=bounds,
         units=None if units is None else str(units),
         name=name,
     )
@@ -597,7 +732,8 @@ def _downscale_variable(
     ydim, xdim, f = g.ydim, g.xdim, plan.factor
     if plan.coarse_mask is not None and da.dtype.kind == "f":
         da = da.where(plan.coarse_mask)
-    _check_field(da, name, plan)
+    mode, bounds, ranged = _conservation_of(da, plan)
+    _check_field(da, name, plan, mode, bounds)
     want = plan.extras
     dtype = plan.dtype or str(da.dtype)  # explicit: later global options do not apply
     core = [[ydim, xdim]] * (1 + ("std" in want))
@@ -615,24 +751,37 @@ def _downscale_variable(
         output_dtypes=[np.dtype(dtype)] * len(core),
         dask_gufunc_kwargs={"output_sizes": sizes},
         keep_attrs=True,
-        kwargs={"plan": plan, "name": name, "dtype": dtype, "want": want},
+        kwargs={
+            "plan": plan,
+            "label": f"variable {name!r}"
+            + (
+                " (conserved with conserve='bounded' to its declared valid range)" if ranged else ""
+            ),
+            "dtype": dtype,
+            "want": want,
+            "mode": mode,
+            "bounds": bounds,
+        },
     )
     parts = list(res_all) if want else [res_all]
     res = parts[0].transpose(*da.dims)
     res.attrs.update(plan.xsr_attrs)
+    if ranged:
+        res.attrs.update(xsr_conserve="bounded", xsr_bounds=str(bounds))
+    _range_attrs(res, da, mode, bounds)
     res.encoding = {
         k: v
         for k, v in da.encoding.items()
-        if k in ("dtype", "_FillValue", "scale_factor", "add_offset", "zlib", "complevel")
+        if k in (*_DATA_ENCODING, "grid_mapping", "cell_measures", "coordinates")
     }
     if "dtype" in res.encoding and np.dtype(res.encoding["dtype"]).kind in "iu":
         # packed integers cannot hold the refined values faithfully
         for k in ("dtype", "scale_factor", "add_offset", "_FillValue"):
             res.encoding.pop(k, None)
     if not want:
-        return xr.DataArray(res)
+        return _dataarray(res)
     extras = _extra_vars(res, parts[1:], da, name, want)  # links res to <name>_std
-    return {name: xr.DataArray(res), **extras}
+    return {name: _dataarray(res), **extras}
 
 
 # ------------------------------------------------------------------------------------------

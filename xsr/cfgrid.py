@@ -30,7 +30,7 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Mapping
+    from collections.abc import Hashable, Iterable, Mapping
 
 __all__ = [
     "Grid",
@@ -43,6 +43,7 @@ __all__ = [
     "fine_weights",
     "grid_variables",
     "mask_arrays",
+    "select_variables",
     "spatial_dims",
 ]
 
@@ -338,7 +339,8 @@ def _coord_kind(da: xr.DataArray) -> Literal["latitude", "longitude", "other"]:
 
 
 def _bounds_name(obj: XrObj, coord: str) -> str | None:
-    name = obj[coord].attrs.get("bounds")
+    # decode_coords="all" moves the attribute into .encoding
+    name = obj[coord].attrs.get("bounds") or obj[coord].encoding.get("bounds")
     if isinstance(obj, xr.Dataset) and isinstance(name, str) and name in obj.variables:
         return name
     return None
@@ -449,7 +451,7 @@ def describe(obj: XrObj, ydim: str, xdim: str) -> Grid:
             g.kind = "curvilinear"
     else:
         g.lat2d = g.lon2d = None
-    known = {ydim, xdim, g.lat2d, g.lon2d, g.area_name}
+    known = {ydim, xdim, g.lat2d, g.lon2d} | g.aux_names
     g.other_spatial_coords = [
         str(c)
         for c in obj.coords
@@ -699,8 +701,22 @@ def _bounds_dim(obj: XrObj, name: str | None, default: str) -> str:
 
 
 def _coord_encoding(old: xr.DataArray) -> dict[str, Any]:
-    """The encoding of a refined coordinate: refined values are stored in float64."""
-    return {k: v for k, v in old.encoding.items() if k in ("zlib", "complevel", "_FillValue")}
+    """The encoding of a new coordinate: stored in float64, compressed like the old one, and
+    with no fill value (CF 2.5.1: coordinates have no missing values; new ones are finite)."""
+    enc: dict[str, Any] = {k: v for k, v in old.encoding.items() if k in ("zlib", "complevel")}
+    enc["_FillValue"] = None
+    return enc
+
+
+#: Attributes that describe the values of the old coordinate, not of the new one.
+_RANGE_ATTRS = ("valid_min", "valid_max", "valid_range", "actual_range")
+
+
+def _coord_attrs(old: xr.DataArray, bounds: str, record: dict[str, Any]) -> dict[Any, Any]:
+    """Attributes of a new coordinate: the old ones, without ranges and refinement record,
+    with ``bounds`` naming its bounds variable and the new ``record`` (if any)."""
+    attrs = {k: v for k, v in without_record(old.attrs).items() if k not in _RANGE_ATTRS}
+    return {**attrs, "bounds": bounds, **record}
 
 
 def _make_coords(
@@ -722,10 +738,10 @@ def _make_coords(
         bname = g.ybounds_name if dim == g.ydim else g.xbounds_name
         old = obj[dim]
         name = bname or f"{dim}_bnds"
-        attrs: dict[Any, Any] = {**without_record(old.attrs), "bounds": name, **record}
-        coords[dim] = xr.Variable(dim, c, attrs, _coord_encoding(old))
+        coords[dim] = xr.Variable(dim, c, _coord_attrs(old, name, record), _coord_encoding(old))
         battrs = dict(obj[bname].attrs) if bname else {}
-        bvars[name] = xr.Variable((dim, _bounds_dim(obj, bname, "bnds")), b, battrs)
+        bdims = (dim, _bounds_dim(obj, bname, "bnds"))
+        bvars[name] = xr.Variable(bdims, b, battrs, {"_FillValue": None})
     if curvilinear is not None and g.lat2d is not None and g.lon2d is not None:
         lat_c, lon_c, lat_v, lon_v = curvilinear
         for name, c, v, bname in (
@@ -735,13 +751,14 @@ def _make_coords(
             old = obj[name]
             bn = bname or f"{name}_bounds"
             coords[name] = xr.Variable(
-                (g.ydim, g.xdim), c, {**old.attrs, "bounds": bn}, _coord_encoding(old)
+                (g.ydim, g.xdim), c, _coord_attrs(old, bn, {}), _coord_encoding(old)
             ).transpose(*old.dims)
             battrs = dict(obj[bname].attrs) if bname else {}
             bvars[bn] = xr.Variable(
                 (g.ydim, g.xdim, _bounds_dim(obj, bname, "nv4")),
                 grid.vertices_to_bounds_2d(v),
                 battrs,
+                {"_FillValue": None},
             )
     return coords, bvars
 
@@ -768,6 +785,50 @@ def spatial_vars(obj: xr.Dataset, g: Grid, skip: set[str]) -> list[str]:
         for n, v in obj.data_vars.items()
         if g.ydim in v.dims and g.xdim in v.dims and n not in skip
     ]
+
+
+#: CF attributes by which a variable names other variables it needs.
+_LINK_ATTRS = ("bounds", "grid_mapping", "cell_measures", "climatology", "ancillary_variables")
+
+
+def _linked_names(v: xr.Variable) -> set[str]:
+    """Names in ``v``'s CF link attributes (in attrs, or in encoding with
+    ``decode_coords="all"``), in the plain and the ``"crs: lat lon"`` / ``"area: a"`` forms
+    (keywords come along too, harmless: only names of variables are used)."""
+    names: set[str] = set()
+    for attr in _LINK_ATTRS:
+        text = v.attrs.get(attr, v.encoding.get(attr))
+        if isinstance(text, str):
+            names.update(t.rstrip(":") for t in text.replace(":", ": ").split())
+    return names
+
+
+def select_variables(ds: xr.Dataset, names: Iterable[Hashable]) -> xr.Dataset:
+    """``ds`` with the data variables ``names`` and those they need: the bounds, grid
+    mappings, cell measures and ancillary variables that they or the coordinates name.
+
+    Every coordinate is kept, unlike ``ds[names]``, which drops a grid mapping stored as a
+    dimension coordinate and every bounds variable.
+
+    Raises
+    ------
+    OptionError
+        If a name is not a data variable of ``ds``.
+    """
+    keep = {str(n) for n in names}
+    missing = sorted(keep - {str(n) for n in ds.data_vars})
+    if missing:
+        raise OptionError(
+            f"variables {missing} are not in the input; its data variables are "
+            f"{[str(n) for n in ds.data_vars]}"
+        )
+    todo = [*keep, *map(str, ds.coords)]
+    while todo:
+        for ref in _linked_names(ds.variables[todo.pop()]):
+            if ref in ds.data_vars and ref not in keep:
+                keep.add(ref)
+                todo.append(ref)
+    return ds.drop_vars([n for n in ds.data_vars if str(n) not in keep])
 
 
 def grid_variables(obj: xr.Dataset, dims: tuple[Hashable, Hashable] | None = None) -> list[str]:
