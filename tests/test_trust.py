@@ -324,3 +324,58 @@ def test_grid_mapping_variable_is_kept(form):
     da = ds["sst"]
     if "crs" in da.coords:
         assert "crs" in da.sr.downscale(factor=2).coords
+
+
+# ----------------------------------------------------------------------------------------
+# CF: range attributes stay true
+# ----------------------------------------------------------------------------------------
+def _ranged(valid_min=0.0):
+    ds = lonlat_dataset(6, 8, land=False)[["pr"]]
+    ds["pr"].attrs.update(valid_min=np.float64(valid_min), actual_range=[0.0, 9.0])
+    return ds
+
+
+def test_declared_valid_range_is_kept_true():
+    ds = _ranged()
+    fine = ds.sr.downscale(factor=4, method="bicubic")
+    pr = fine["pr"]
+    assert pr.attrs["xsr_conserve"] == "bounded"
+    assert pr.attrs["xsr_bounds"] == "(0.0, None)"
+    assert float(pr.min()) >= 0.0
+    assert pr.attrs["valid_min"] == 0.0
+    assert "actual_range" not in pr.attrs
+    assert_conserves(fine, ds, 4)
+    # plain additive bicubic leaves the range on this field
+    plain = ds.drop_attrs().sr.downscale(factor=4, method="bicubic")
+    assert float(plain["pr"].min()) < 0.0
+
+
+def test_input_outside_its_declared_range_is_an_error():
+    ds = _ranged(valid_min=0.5)
+    with pytest.raises(InputValueError, match="declared valid range"):
+        ds.sr.downscale(factor=2)
+
+
+def test_range_attributes_dropped_where_the_operator_does_not_keep_them():
+    ds = _ranged()
+    ds["pr"].attrs["valid_max"] = np.float64(100.0)
+    mult = ds.sr.downscale(factor=2, conserve="multiplicative")
+    assert "valid_min" not in mult["pr"].attrs  # no upper guarantee: both go
+    assert "valid_max" not in mult["pr"].attrs
+    bounded = ds.sr.downscale(factor=2, conserve="bounded", bounds=(0, 50))
+    assert bounded["pr"].attrs["valid_min"] == 0.0
+    assert bounded["pr"].attrs["valid_max"] == 100.0
+
+
+def test_select_variables_keeps_what_they_need():
+    from xsr.cfgrid import select_variables
+
+    ds = lonlat_dataset(6, 8)
+    ds["crs"] = xr.DataArray(np.int32(0), attrs={"grid_mapping_name": "latitude_longitude"})
+    ds["sst"].attrs["grid_mapping"] = "crs: lat lon"
+    ds["sst_err"] = ds["sst"] * 0.1
+    ds["sst"].attrs["ancillary_variables"] = "sst_err"
+    out = select_variables(ds, ["sst"])
+    assert set(out.data_vars) == {"sst", "crs", "sst_err", "lat_bnds", "lon_bnds"}
+    with pytest.raises(OptionError, match=r"variables \['nope'\] are not in the input"):
+        select_variables(ds, ["nope"])
