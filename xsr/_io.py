@@ -264,7 +264,9 @@ def _describe(path: Path) -> str:
             n = len(os.listdir(path))
         except OSError:
             n = -1
-        return "an empty folder" if n == 0 else f"a folder ({n} entries)" if n > 0 else "a folder"
+        if n < 0:
+            return "a folder"
+        return "an empty folder" if n == 0 else f"a folder ({n} entr{'y' if n == 1 else 'ies'})"
     if path.is_file():
         return f"a file ({path.stat().st_size} bytes)"
     return "a special file (device, pipe or socket)"

@@ -370,10 +370,10 @@ def expand_inputs(patterns: list[str]) -> list[str]:
 def _unreadable(path: str, error: BaseException) -> InputFileError:
     p = Path(path)
     if p.is_file() and p.stat().st_size == 0:
-        detail = "the file is empty (0 bytes)"
+        detail = "the file is empty: 0 bytes"
     else:
-        text = str(error).splitlines()[0] if str(error) else ""
-        detail = f"{type(error).__name__}: {text[:200]}"
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        detail = f"{type(error).__name__}: {text[:160]}"
     return InputFileError(
         f"input {path!r} cannot be read as netCDF or zarr ({detail}); xsr reads netCDF files "
         "(netCDF-3 or netCDF-4/HDF5) and zarr stores. Fix: check the file (ncdump -h), and "

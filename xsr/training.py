@@ -285,8 +285,9 @@ class TrainedModel:
         except (FileNotFoundError, IsADirectoryError, PermissionError):
             raise
         except Exception as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-            raise not_a_model(f"torch.load failed: {type(e).__name__}: {first}") from e
+            text = str(e).strip()
+            first = text.splitlines()[0].split(". ")[0][:120] if text else ""
+            raise not_a_model(f"torch.load cannot read it: {type(e).__name__}: {first}") from e
         if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
             got = f"format={obj.get('format')!r}" if isinstance(obj, dict) else type(obj).__name__
             raise not_a_model(f"it holds {got}")
