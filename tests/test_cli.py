@@ -252,3 +252,29 @@ def test_bad_factor_with_a_zarr_output(tmp_path, capsys, no_compute, factor):
     err = capsys.readouterr().err
     assert f"xsr: error: factor must be an integer >= 2, got {factor}" in err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------
+# the files written: permissions and CF attributes
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("extra", [[], ["--chunks", "time=1"]])  # single file, batch
+def test_written_files_are_cf_clean_and_get_the_umask(tmp_path, extra):
+    import stat
+
+    import netCDF4
+
+    src = tmp_path / "in.nc"
+    ds = lonlat_dataset(ny=4, nx=6)
+    coords = ("lat", "lon", "lat_bnds", "lon_bnds")
+    ds.to_netcdf(src, encoding={n: {"_FillValue": None} for n in coords})  # a CF-clean input
+    out = tmp_path / "out.nc"
+    old = os.umask(0o027)
+    try:
+        assert main(["downscale", str(src), str(out), "-f", "2", "--no-progress", *extra]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640  # as open(path, "w") would: 0o666 & ~umask
+    with netCDF4.Dataset(out) as nc:
+        for name in coords:
+            assert "_FillValue" not in nc[name].ncattrs(), name
+        assert "_FillValue" in nc["sst"].ncattrs()

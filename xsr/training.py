@@ -583,7 +583,9 @@ def train(
     device : str, optional
         Torch device (``None``: the global ``device`` option).
     checkpoint : str or Path, optional
-        Where to :meth:`TrainedModel.save` the model at each new best epoch.
+        Where to :meth:`TrainedModel.save` the model at each new best epoch (atomically;
+        an existing file is replaced).  Checked before training: a folder, or a path whose
+        folder is missing or not writable, raises :class:`~xsr.exceptions.OutputError`.
     progress : bool, default True
         Show a tqdm progress bar.
     model_options : mapping, optional
@@ -645,6 +647,10 @@ def train(
         if key in options:
             raise OptionError(f"model_options may not set {key!r}; pass {key}= to train()")
     dev = resolve_device(device)
+    if checkpoint is not None:  # a folder, or an unwritable one, is found now, not after an epoch
+        from ._io import check_target
+
+        check_target(checkpoint, overwrite=True)
 
     # ------------------------------------------------------------------ data
     da = _select_var(hr, var, dims)
