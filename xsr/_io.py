@@ -24,7 +24,7 @@ Signals
     handlers are restored, and the signal is delivered again: ``KeyboardInterrupt`` for
     Python's SIGINT handler, else the default action (the process ends with the conventional
     status, -N for a child of Python, 128+N in a shell).  Repeated signals during the clean-up
-    are held back.  Handlers installed by the program itself, and ignored signals, are left
+    are dropped.  Handlers installed by the program itself, and ignored signals, are left
     alone (:class:`SignalGuard`).  Batch jobs hold such a guard for SIGTERM and SIGHUP during
     their whole run, so that their lock is released too.
 
@@ -175,7 +175,7 @@ def _temp_pattern(out: Path) -> re.Pattern[str]:
 
 def _pid_alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this host (in doubt: yes)."""
-    if pid <= 0:
+    if pid <= 0 or os.name == "nt":  # on Windows os.kill(pid, 0) would end the process
         return True
     try:
         os.kill(pid, 0)
@@ -368,7 +368,7 @@ class _Signalled(BaseException):
 
 
 class _Cancelled(Exception):
-    """Raised in a netCDF writer that the main thread abandoned."""
+    """Raised in a netCDF writer that the main thread cancelled."""
 
 
 _TERMINATING = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
@@ -382,7 +382,7 @@ class SignalGuard:
     signals whose handler would end the process without clean-up are taken over: ``SIG_DFL``
     of SIGTERM and SIGHUP (and of SIGINT), and, with ``sigint=True``, Python's
     ``default_int_handler`` (which raises ``KeyboardInterrupt`` at any point, also during
-    clean-up: while the guard is active a second signal is held back).  A SIGTERM or SIGHUP
+    clean-up: while the guard is active, signals after the first are dropped).  A SIGTERM or SIGHUP
     raises a private ``BaseException``; on leaving the outermost guard that took the signal
     over, the previous handlers are restored and the signal is delivered again, so the process
     ends with the conventional status.  Only in the main thread; elsewhere it does nothing.
@@ -411,7 +411,7 @@ class SignalGuard:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
-            return  # clean-up under way; the first signal is delivered again afterwards
+            return  # clean-up under way: later signals are dropped, the first one acts
         self.received = signum
         if self.previous.get(signum) is signal.default_int_handler:
             raise KeyboardInterrupt
@@ -479,10 +479,6 @@ def _own_dask_pool() -> Iterator[None]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-#: Writer threads abandoned after a Ctrl-C (still running when their caller gave up).
-_ABANDONED: list[threading.Thread] = []
-
-
 def _run_interruptibly(work: Callable[[], object], on_cancel: Callable[[], None]) -> None:
     """Run ``work()`` in a worker thread while the main thread waits interruptibly.
 
@@ -516,8 +512,7 @@ def _run_interruptibly(work: Callable[[], object], on_cancel: Callable[[], None]
             pass
     except BaseException:
         cancel.set()
-        if not done.wait(CANCEL_GRACE):
-            _ABANDONED.append(worker)
+        done.wait(CANCEL_GRACE)  # else abandoned: it removes its temporary when it ends
         raise
     if errors:
         raise errors[0]
