@@ -208,3 +208,17 @@ def test_coastal_crops_filled_like_inference() -> None:
     # strict crops: the whole domain (the crop is clipped to it) holds land
     with pytest.raises(OptionError, match="lower crop= or min_valid="):
         _train(ds, var="sst", factor=2, crop=32, min_valid=1.0)
+
+
+def test_checkpoint_target_is_checked_before_training(tmp_path: Path, monkeypatch) -> None:
+    from xsr import training
+    from xsr.exceptions import OutputError, OutputFolderError
+
+    def no_training(*a: Any, **k: Any) -> None:
+        raise AssertionError("trained before checking the checkpoint path")
+
+    monkeypatch.setattr(training, "_select_var", no_training)
+    with pytest.raises(OutputError, match="is an empty folder: xsr writes a file there"):
+        _train(_hr(), checkpoint=tmp_path)
+    with pytest.raises(OutputFolderError, match="does not exist; create it first"):
+        _train(_hr(), checkpoint=tmp_path / "missing" / "best.pt")

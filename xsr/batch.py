@@ -22,6 +22,22 @@ tiles, a scheduler, ``--resume`` or a configuration file (:func:`run`).  The ste
    until the last region is recorded, then ``"complete"``.  A job killed part-way and run
    again with ``--resume`` writes only the regions not recorded (a region cut off mid-write is
    written again whole), after checking that its configuration is the one stored.
+
+Output safety (:mod:`xsr._io`):
+
+* The output's folder is checked (it exists, it can be written to) before anything is
+  computed, and the run holds a lock beside the output (``.NAME.xsr-lock``) from then on: a
+  second run on the same output fails at once with :class:`~xsr.exceptions.LockError`
+  naming the first (PID, host, start time).
+* ``--resume`` and ``--overwrite`` exclude each other, whether they come from flags or from
+  the configuration file.
+* ``--resume`` continues only an output that xsr wrote (``xsr_config`` in the zarr store's or
+  netCDF file's attributes) with the same settings: another configuration, finished or not,
+  is refused with :class:`~xsr.exceptions.ResumeError` naming the settings that differ
+  (stored vs now).  A finished output with the same settings is left as it is.
+* ``--overwrite`` replaces a zarr store only if xsr wrote it (or an empty folder), never
+  another folder or a file at a ``.zarr`` path; a netCDF output replaces an existing regular
+  file (the documented behaviour of ``--overwrite``), never a folder.
 """
 
 from __future__ import annotations
@@ -39,7 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import OptionError, OutputExistsError, ResumeError
+from . import _io
+from .exceptions import InputFileError, OptionError, OutputExistsError, ResumeError, XsrError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -64,6 +81,7 @@ REGIONS_PER_GROUP: int | None = None
 #: Edge (fine cells) of the default spatial chunks of large outputs (2048**2 float64 = 32 MiB).
 DEFAULT_FINE_CHUNK = 2048
 
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 _COMPLETE = "complete"
 _INCOMPLETE = "incomplete"
 # keys of the configuration that change the result (checked before resuming)
@@ -138,6 +156,45 @@ class BatchConfig:
     @property
     def is_zarr(self) -> bool:
         return _is_zarr_path(self.output)
+
+    def validate(self) -> BatchConfig:
+        """Check the values that :func:`run` relies on (``self``, with ``factor`` an int).
+
+        Raises
+        ------
+        FactorError
+            If ``factor`` is not an integer >= 2.
+        OptionError
+            If ``resume`` and ``overwrite`` are both set, a flag is not a boolean, the output
+            is neither ``*.zarr`` nor ``*.nc``, or ``tile_size`` is not a positive integer.
+        """
+        from .conserve import check_factor
+
+        self.factor = check_factor(self.factor)
+        for name in ("resume", "overwrite", "progress", "check"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise OptionError(
+                    f"{name} must be true or false, got {value!r} ({type(value).__name__}); "
+                    f"write '{name}: true' or '{name}: false' in the configuration file"
+                )
+        if self.resume and self.overwrite:
+            raise OptionError(
+                "--resume and --overwrite exclude each other (both are set, by flags or by the "
+                "configuration file): --resume finishes an interrupted output, --overwrite "
+                "replaces it; pass only one"
+            )
+        if not self.is_zarr and Path(self.output).suffix.lower() not in _NETCDF_SUFFIXES:
+            raise OptionError(
+                f"output {self.output!r}: name it *.zarr for a zarr store or *.nc for netCDF"
+            )
+        if self.tile_size is not None and (
+            isinstance(self.tile_size, bool)
+            or not isinstance(self.tile_size, int)
+            or self.tile_size < 1
+        ):
+            raise OptionError(f"tile_size must be a positive integer, got {self.tile_size!r}")
+        return self
 
 
 # ------------------------------------------------------------------------------------------
@@ -281,9 +338,7 @@ def resolve(explicit: Mapping[str, Any], config: Mapping[str, Any] | None = None
         chunks=chunks,
         **{k: v for k, v in merged.items() if v is not None},
     )
-    if cfg.tile_size is not None and (isinstance(cfg.tile_size, bool) or cfg.tile_size < 1):
-        raise OptionError(f"tile_size must be a positive integer, got {cfg.tile_size!r}")
-    return cfg
+    return cfg.validate()
 
 
 # ------------------------------------------------------------------------------------------
@@ -312,11 +367,45 @@ def expand_inputs(patterns: list[str]) -> list[str]:
     return out
 
 
+def _unreadable(path: str, error: BaseException) -> InputFileError:
+    p = Path(path)
+    if p.is_file() and p.stat().st_size == 0:
+        detail = "the file is empty: 0 bytes"
+    else:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        detail = f"{type(error).__name__}: {text[:160]}"
+    return InputFileError(
+        f"input {path!r} cannot be read as netCDF or zarr ({detail}); xsr reads netCDF files "
+        "(netCDF-3 or netCDF-4/HDF5) and zarr stores. Fix: check the file (ncdump -h), and "
+        "download or write it again if it is truncated or corrupt"
+    )
+
+
+def open_input(path: str, *, engine: str | None = None, **kwargs: Any) -> xr.Dataset:
+    """:func:`xarray.open_dataset` of one input, an unreadable file raising
+    :class:`~xsr.exceptions.InputFileError` (empty, truncated, corrupt, not netCDF/zarr)."""
+    import xarray as xr
+
+    try:
+        return xr.open_dataset(path, engine=engine, **kwargs)
+    except XsrError:
+        raise
+    except Exception as e:
+        raise _unreadable(path, e) from e
+
+
 def open_inputs(paths: list[str], *, var: list[str] | None = None) -> xr.Dataset:
     """Open netCDF files or zarr stores lazily (dask) as one Dataset.
 
     Several paths are combined along their coordinates (:func:`xarray.open_mfdataset`,
     ``combine="by_coords"``), e.g. one file per day.
+
+    Raises
+    ------
+    OptionError
+        If an input or pattern names no file, or netCDF and zarr are mixed.
+    InputFileError
+        If an input cannot be read (empty, truncated, corrupt, not netCDF/zarr).
     """
     import xarray as xr
 
@@ -326,18 +415,25 @@ def open_inputs(paths: list[str], *, var: list[str] | None = None) -> xr.Dataset
     if any(zarr_in) and not all(zarr_in):
         raise OptionError("inputs mix zarr stores and netCDF files; convert them to one format")
     if len(files) == 1:
-        ds = xr.open_dataset(files[0], engine=engine, chunks={})
+        ds = open_input(files[0], engine=engine, chunks={})
     else:
-        ds = xr.open_mfdataset(
-            files,
-            engine=engine,
-            combine="by_coords",
-            chunks={},
-            data_vars="minimal",
-            coords="minimal",
-            compat="override",
-            join="exact",
-        )
+        try:
+            ds = xr.open_mfdataset(
+                files,
+                engine=engine,
+                combine="by_coords",
+                chunks={},
+                data_vars="minimal",
+                coords="minimal",
+                compat="override",
+                join="exact",
+            )
+        except XsrError:
+            raise
+        except Exception:
+            for f in files:  # name the unreadable file, if one is the cause
+                open_input(f, engine=engine, chunks={}).close()
+            raise
     if var:
         missing = [v for v in var if v not in ds.data_vars]
         if missing:
@@ -467,12 +563,20 @@ def _uniform_chunks(fine: xr.Dataset, ydim: str, xdim: str) -> xr.Dataset:
 
 
 def _clean_encoding(fine: xr.Dataset) -> xr.Dataset:
-    """Drop netCDF encodings that zarr cannot take (compression settings, chunk sizes)."""
+    """Drop netCDF encodings that zarr cannot take (compression settings, chunk sizes).
+
+    The ``_FillValue`` of coordinates and bounds variables is kept (the input's choice;
+    without one they are written with none, :func:`xsr._io.cf_encoding`).
+    """
     fine = fine.copy()
-    for v in fine.variables.values():
+    bounds = {str(v.attrs["bounds"]) for v in fine.variables.values() if "bounds" in v.attrs}
+    coordinates = {str(n) for n in fine.coords} | bounds
+    for n, v in fine.variables.items():
         keep = {k: v.encoding[k] for k in ("units", "calendar", "dtype") if k in v.encoding}
         if "dtype" in keep and str(keep["dtype"]).startswith(("int", "uint")):
             keep.pop("dtype")  # packed integers: the float data are written as they are
+        elif str(n) in coordinates and "_FillValue" in v.encoding:
+            keep["_FillValue"] = v.encoding["_FillValue"]
         v.encoding = keep
     return fine
 
@@ -545,41 +649,78 @@ def _run_regions(
         progress.update(len(part))
 
 
-def _write_zarr(fine: xr.Dataset, cfg: BatchConfig, ydim: str, xdim: str, client: Any) -> str:
-    """Write (or resume writing) the zarr output region by region; returns a summary line."""
+def _check_same_config(path: str, marker: _io.Marker, cfg: BatchConfig) -> None:
+    """Refuse to resume an output written with settings that change the result."""
+    stored = marker.config
+    mine = json.loads(json.dumps(cfg.result_key()))  # as stored (tuples become lists)
+    diff = sorted(k for k in mine if stored.get(k) != mine[k])
+    if diff:
+        detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {mine[k]!r}" for k in diff)
+        raise ResumeError(
+            f"cannot resume {path!r}: it was written with other values of {diff} ({detail}); "
+            "rerun with the stored values to finish it, or with --overwrite instead of "
+            "--resume to start again"
+        )
+
+
+def _plan_output(cfg: BatchConfig) -> str:
+    """What to do with the output (its lock held): ``"new"``, ``"replace"``, ``"resume"``
+    or ``"done"`` (finished before with the same settings), after the checks of the module
+    documentation (*Output safety*)."""
+    out = Path(cfg.output)
+    if cfg.is_zarr:
+        marker = _io.check_store(out)  # refuses what xsr did not write
+        if marker is None:
+            return "new"
+        if cfg.resume:
+            _check_same_config(cfg.output, marker, cfg)
+            return "done" if marker.status == _COMPLETE else "resume"
+        if cfg.overwrite:
+            return "replace"
+        raise OutputExistsError(
+            f"output {cfg.output!r} exists; pass --resume to finish an interrupted job, or "
+            "--overwrite to replace it"
+        )
+    exists = out.exists() or out.is_symlink()
+    if exists and cfg.resume and out.is_file():
+        nc_marker = _io.read_marker(out)
+        if nc_marker is None:
+            raise ResumeError(
+                f"cannot resume {cfg.output!r}: the file exists but no xsr batch job wrote it "
+                "(no xsr_config attribute, or unreadable), so there is nothing to resume; "
+                "choose another output, or pass --overwrite instead of --resume to replace it"
+            )
+        _check_same_config(cfg.output, nc_marker, cfg)
+        return "done"
+    _io.check_target(out, overwrite=cfg.overwrite)  # never a folder; a file only if allowed
+    return "replace" if exists else "new"
+
+
+def _write_zarr(
+    fine: xr.Dataset, cfg: BatchConfig, ydim: str, xdim: str, client: Any, plan: str
+) -> str:
+    """Write (or resume writing) the zarr output region by region; returns a summary line.
+
+    ``plan`` comes from :func:`_plan_output` (``"new"``, ``"replace"`` or ``"resume"``).
+    """
     store = cfg.output
-    status = zarr_status(store)
     fine = _uniform_chunks(_clean_encoding(fine), ydim, xdim)
     regions, small = _plan_regions(fine, ydim, xdim)
     fresh = True
     done: set[int] = set()
-    if status:
-        if status.get("status") == _COMPLETE and cfg.resume:
-            return f"{store} is complete already: nothing to do"
-        if not (cfg.resume or cfg.overwrite):
-            raise OutputExistsError(
-                f"output {store!r} exists; pass --resume to finish an interrupted job, or "
-                "--overwrite to replace it"
-            )
-        if cfg.resume and status.get("template"):
-            stored = status.get("config") or {}
-            mine = cfg.result_key()
-            diff = sorted(k for k in mine if stored.get(k) != mine[k])
-            if diff:
-                raise ResumeError(
-                    f"cannot resume {store!r}: it was written with other values of {diff} "
-                    f"(stored: {[stored.get(k) for k in diff]}, now: {[mine[k] for k in diff]})"
-                    "; rerun with the same options, or with --overwrite to start again"
-                )
+    if plan == "resume":
+        status = zarr_status(store)
+        if status.get("template"):
             if status.get("total") != len(regions):
                 raise ResumeError(
                     f"cannot resume {store!r}: it has {status.get('total')} regions, this job "
-                    f"{len(regions)}; use --overwrite to start again"
+                    f"{len(regions)} (the input changed?); rerun on the same input, or with "
+                    "--overwrite instead of --resume to start again"
                 )
             done = {int(i) for i in status.get("done", [])}
             fresh = False
-        if fresh:
-            shutil.rmtree(store)
+    if fresh and Path(store).exists():
+        shutil.rmtree(store)  # an xsr store (or an empty folder): _plan_output checked
     if fresh:
         template = fine.copy()
         template.attrs = {
@@ -630,14 +771,10 @@ def _write_zarr(fine: xr.Dataset, cfg: BatchConfig, ydim: str, xdim: str, client
 
 
 def _write_netcdf(fine: xr.Dataset, cfg: BatchConfig, client: Any) -> str:
-    from .cli import write_netcdf_atomic
-
     out = Path(cfg.output)
-    if out.exists() and cfg.resume and not cfg.overwrite:
-        return f"{out} exists (netCDF outputs are written whole or not at all): nothing to do"
     fine = fine.copy()
     fine.attrs = {**fine.attrs, "xsr_config": cfg.to_json(), "xsr_status": _COMPLETE}
-    write_netcdf_atomic(_clean_encoding(fine), out, overwrite=cfg.overwrite)
+    _io.write_netcdf(_clean_encoding(fine), out, overwrite=cfg.overwrite)
     return f"wrote {out}"
 
 
@@ -679,28 +816,50 @@ def _check(fine_path: str, ds: xr.Dataset, cfg: BatchConfig, dims: Any) -> float
 def run(cfg: BatchConfig, *, out: Any = None) -> int:
     """Run a batch job: open, downscale lazily, write; returns the exit status (0).
 
+    Before anything is computed: the configuration is validated
+    (:meth:`BatchConfig.validate`), the output's folder checked, the output's lock taken
+    (held until the end) and the output checked (see *Output safety* in the module
+    documentation).
+
     Parameters
     ----------
     cfg : BatchConfig
     out : file-like, optional
         Where to print the summary (default stdout).
+
+    Raises
+    ------
+    LockError
+        If another run is writing the same output.
+    ResumeError
+        If ``resume`` meets an output written with other settings, or not by xsr.
+    OutputError
+        If the output is something that xsr may not replace, or cannot be written.
     """
+    stream = out if out is not None else sys.stdout
+    t0 = time.perf_counter()
+    cfg.validate()
+    _io.check_folder(cfg.output)
+    # SIGTERM/SIGHUP unwind the run (lock released, temporaries removed), then end it
+    with _io.SignalGuard(sigint=False), _io.output_lock(cfg.output):
+        plan = _plan_output(cfg)
+        if plan == "done":
+            print(
+                f"xsr downscale: {len(expand_inputs(cfg.inputs))} input(s) -> {cfg.output}",
+                file=stream,
+            )
+            print(
+                f"  {cfg.output} is complete already (same settings): nothing to do",
+                file=stream,
+            )
+            return 0
+        return _run(cfg, plan, stream, t0)
+
+
+def _run(cfg: BatchConfig, plan: str, stream: Any, t0: float) -> int:
     from . import api
     from .methods.registry import get_method
 
-    stream = out if out is not None else sys.stdout
-    t0 = time.perf_counter()
-    if not cfg.is_zarr and Path(cfg.output).suffix.lower() not in (".nc", ".nc4", ".netcdf"):
-        raise OptionError(
-            f"output {cfg.output!r}: name it *.zarr for a zarr store or *.nc for netCDF"
-        )
-    if cfg.overwrite and cfg.resume:
-        raise OptionError("--resume and --overwrite exclude each other")
-    if not cfg.is_zarr and Path(cfg.output).exists() and not (cfg.overwrite or cfg.resume):
-        raise OutputExistsError(
-            f"output file {cfg.output!r} exists; pass --overwrite to replace it, or choose "
-            "another name"
-        )
     method = get_method(cfg.method, **cfg.method_options)
     ds = open_inputs(cfg.inputs, var=cfg.var)
     dims = tuple(cfg.dims) if cfg.dims else None
@@ -742,7 +901,7 @@ def run(cfg: BatchConfig, *, out: Any = None) -> int:
         assert not isinstance(fine, type(None))
         fine.attrs["xsr_config"] = cfg.to_json()
         if cfg.is_zarr:
-            line = _write_zarr(fine, cfg, ydim, xdim, client)  # type: ignore[arg-type]
+            line = _write_zarr(fine, cfg, ydim, xdim, client, plan)  # type: ignore[arg-type]
         else:
             line = _write_netcdf(fine, cfg, client)  # type: ignore[arg-type]
         print(

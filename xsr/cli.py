@@ -4,6 +4,11 @@
 atomically (a temporary file renamed into place), never overwriting without ``--overwrite``.
 With no INPUT it runs on the embedded real SSH sample.
 
+Every file is written through :mod:`xsr._io`: complete or absent (also after Ctrl-C, SIGTERM
+or SIGKILL), checked before anything is computed (the folder exists and is writable, the
+output is not a folder, ``--overwrite`` for an existing file).  Errors are printed as
+``xsr: error: ...`` with exit status 2; an interrupted command exits with status 130.
+
 Batch jobs -- several inputs or globs, zarr in or out, ``--chunks``, ``--tile-size``,
 ``--scheduler``, ``--resume``, ``--config`` or ``--check`` -- go to :mod:`xsr.batch`:
 ``xsr downscale INPUT... OUTPUT.zarr --factor 8 --chunks time=1 --tile-size 256 --resume``.
@@ -17,14 +22,14 @@ MODEL.pt`` applies it.  ``xsr distill COARSE... --out STUDENT.pt --factor F`` di
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._atomic import atomic_write, check_target
-from .exceptions import OptionError, OutputExistsError, XsrError
+from ._io import check_target, write_text
+from ._io import write_netcdf as write_netcdf_atomic
+from .exceptions import OptionError, XsrError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,18 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "write_netcdf_atomic"]
 
-
-def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Write ``ds`` to ``path`` through a temporary file in the same folder, then rename.
-
-    A failure part-way leaves no partial file and the previous file (if any) untouched.
-
-    Raises
-    ------
-    OutputExistsError
-        If ``path`` exists and ``overwrite`` is False.
-    """
-    return atomic_write(path, ds.to_netcdf, overwrite=overwrite)
+# ``write_netcdf_atomic`` (imported above) is :func:`xsr._io.write_netcdf`, kept here under its
+# former name for compatibility.
 
 
 def _parse_float_or_none(text: str) -> float | None:
@@ -242,7 +237,6 @@ def _method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _downscale(args: argparse.Namespace) -> int:
     import numpy as np
-    import xarray as xr
 
     from . import api, datasets
     from .conserve import check_conserve
@@ -260,18 +254,17 @@ def _downscale(args: argparse.Namespace) -> int:
         stem = "xsr_sample"
         source = "embedded sample (DUACS SSH, Gulf Stream, 0.25 deg)"
     else:
+        from .batch import open_input
+
         path = Path(args.input)
         if not path.exists():
             raise OptionError(f"input file {str(path)!r} does not exist")
-        ds = xr.open_dataset(path)
+        ds = open_input(str(path))
         stem = path.stem
         source = str(path)
-    out_path = Path(args.output or f"{stem}_x{args.factor}_{args.method}.nc")
-    if out_path.exists() and not args.overwrite:
-        raise OutputExistsError(
-            f"output file {str(out_path)!r} exists; pass --overwrite to replace it, or choose "
-            "another name"
-        )
+    out_path = check_target(
+        args.output or f"{stem}_x{args.factor}_{args.method}.nc", overwrite=args.overwrite
+    )
     if args.var:
         missing = [v for v in args.var if v not in ds.data_vars]
         if missing:
@@ -457,8 +450,7 @@ def _distill(args: argparse.Namespace) -> int:
     )
     print(f"  wrote {out}")
     if report_path is not None:
-        text = json.dumps(r, indent=2, default=str)
-        atomic_write(report_path, lambda tmp: Path(tmp).write_text(text))
+        write_text(report_path, json.dumps(r, indent=2, default=str), overwrite=args.overwrite)
         print(f"  wrote {report_path}")
     print(
         f"  next: xsr downscale {' '.join(args.inputs)} FINE.zarr --factor {args.factor} "
@@ -526,6 +518,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except XsrError as e:
         print(f"xsr: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "xsr: interrupted (files are written whole or not at all; finish an interrupted "
+            "zarr output with --resume)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

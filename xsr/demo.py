@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from . import metrics
+from ._io import atomic_write, write_netcdf, write_text
 from .datasets import open_sample
 from .grid import cell_area_lonlat
 
@@ -94,12 +95,11 @@ def run_demo(
     for name, r, s, e, t, n in rows:
         lines.append(f"| {name} | {r:.3f} | {s:.4f} | {e:.1e} | {t:.1f} | {n} |")
     table = "\n".join(lines)
-    (out / "dip_twin_table.md").write_text(table + "\n")
-
-    from .cli import write_netcdf_atomic
+    # every file complete or absent (xsr._io)
+    write_text(out / "dip_twin_table.md", table + "\n")
 
     result = dip.drop_vars("adt_members")
-    write_netcdf_atomic(result, out / f"dip_twin_x{factor}.nc", overwrite=True)
+    write_netcdf(result, out / f"dip_twin_x{factor}.nc", overwrite=True)
 
     from .plot import uncertainty_figure
 
@@ -110,6 +110,8 @@ def run_demo(
         dip["adt_std"],
         title=f"dip-ensemble, {members} members, x{factor} (embedded SSH sample)",
     )
-    fig.savefig(out / f"dip_twin_x{factor}.png", dpi=110)
+    atomic_write(
+        out / f"dip_twin_x{factor}.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png")
+    )
     total = time.perf_counter() - t_start
     return table + f"\n\ntotal time {total:.1f} s; wrote {out}/"

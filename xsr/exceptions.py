@@ -14,10 +14,15 @@ __all__ = [
     "DataUnavailableError",
     "DtypeError",
     "FactorError",
+    "InputFileError",
     "InputValueError",
+    "LockError",
     "MethodError",
+    "ModelFileError",
     "OptionError",
+    "OutputError",
     "OutputExistsError",
+    "OutputFolderError",
     "OutputSizeError",
     "ResumeError",
     "ShapeError",
@@ -71,8 +76,26 @@ class OptionError(XsrError, ValueError):
     """An option has a value that is not allowed."""
 
 
-class OutputExistsError(XsrError, FileExistsError):
+class OutputError(XsrError, OSError):
+    """The output cannot be written here: its folder is missing or not writable, the path is
+    a directory where a file is expected, or it holds something that xsr did not write and
+    must not replace."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
     """The output file exists and overwriting was not asked for."""
+
+
+class OutputFolderError(OutputError, OptionError):
+    """The output's folder does not exist, is not a folder, or cannot be written to."""
+
+
+class LockError(OutputError):
+    """Another xsr run is writing the same output (its lock file names it)."""
+
+
+class InputFileError(XsrError, ValueError):
+    """An input file cannot be read: empty, truncated, corrupt, or not netCDF/zarr."""
 
 
 class DataUnavailableError(XsrError, FileNotFoundError):
@@ -89,3 +112,7 @@ class TileMemoryError(XsrError, MemoryError):
 
 class ResumeError(XsrError, ValueError):
     """A batch job cannot be resumed: the output was written with another configuration."""
+
+
+class ModelFileError(OptionError):
+    """A file given as a trained model is not one written by ``TrainedModel.save``."""

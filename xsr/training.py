@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 
 from ._validate import check_bool, check_int, check_number
-from .exceptions import InputValueError, OptionError, ShapeError
+from .exceptions import InputValueError, ModelFileError, OptionError, ShapeError
 
 if TYPE_CHECKING:
     import torch
@@ -214,8 +214,10 @@ class TrainedModel:
         """Write the weights and metadata with :func:`torch.save`, atomically.
 
         The file holds only types that ``torch.load(path, weights_only=True)`` accepts.  It
-        is written to a temporary file in the same folder and renamed into place, so an
-        interrupted save never leaves a partial file.
+        is written to a temporary file in the same folder and renamed into place
+        (:func:`xsr._io.atomic_write`), so an interrupted save (exception, Ctrl-C, SIGTERM)
+        never leaves a partial file or a temporary; an existing file is replaced, keeping
+        its permissions.
 
         Parameters
         ----------
@@ -224,10 +226,17 @@ class TrainedModel:
         Returns
         -------
         Path
+
+        Raises
+        ------
+        OutputError
+            If ``path`` is a directory.
+        OutputFolderError
+            If the folder of ``path`` does not exist or is not writable.
         """
         import torch
 
-        from ._atomic import atomic_write
+        from ._io import atomic_write
 
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         obj = {
@@ -248,29 +257,54 @@ class TrainedModel:
         path : str or Path
         device : str, optional
             Where to put the network (``None``: the global ``device`` option).
+
+        Raises
+        ------
+        ModelFileError
+            If ``path`` is not a model file written by :meth:`save` (another file, an empty
+            or truncated one, a model of another format); the message names the file.
         """
         import torch
 
         from .options import resolve_device
 
-        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
-            raise OptionError(
-                f"{path} is not a model saved by xsr.TrainedModel.save; expected a dict "
-                f"with format={_FORMAT!r}"
+        p = Path(path)
+
+        def not_a_model(detail: str) -> ModelFileError:
+            return ModelFileError(
+                f"model file {str(p)!r} is not a model written by xsr ({detail}); expected a "
+                f"file written by TrainedModel.save or `xsr train --out` (format={_FORMAT!r}). "
+                "Fix: pass such a file, or a registered name (xsr.models.list_models())"
             )
-        meta = obj["metadata"]
-        bounds = None if meta["bounds"] is None else tuple(meta["bounds"])
-        model = _build(
-            meta["name"],
-            meta["factor"],
-            meta["conserve"],
-            bounds,
-            meta["mean"],
-            meta["std"],
-            meta["options"],
-        )
-        model.load_state_dict(obj["state_dict"])
+
+        if p.is_file() and p.stat().st_size == 0:
+            raise not_a_model("the file is empty")
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as e:
+            text = str(e).strip()
+            first = text.splitlines()[0].split(". ")[0][:120] if text else ""
+            raise not_a_model(f"torch.load cannot read it: {type(e).__name__}: {first}") from e
+        if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
+            got = f"format={obj.get('format')!r}" if isinstance(obj, dict) else type(obj).__name__
+            raise not_a_model(f"it holds {got}")
+        try:
+            meta = obj["metadata"]
+            bounds = None if meta["bounds"] is None else tuple(meta["bounds"])
+            model = _build(
+                meta["name"],
+                meta["factor"],
+                meta["conserve"],
+                bounds,
+                meta["mean"],
+                meta["std"],
+                meta["options"],
+            )
+            model.load_state_dict(obj["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise not_a_model(f"incomplete or damaged: {type(e).__name__}: {e}") from e
         model.to(resolve_device(device)).eval()
         return cls(
             model=model,
@@ -548,7 +582,9 @@ def train(
     device : str, optional
         Torch device (``None``: the global ``device`` option).
     checkpoint : str or Path, optional
-        Where to :meth:`TrainedModel.save` the model at each new best epoch.
+        Where to :meth:`TrainedModel.save` the model at each new best epoch (atomically;
+        an existing file is replaced).  Checked before training: a folder, or a path whose
+        folder is missing or not writable, raises :class:`~xsr.exceptions.OutputError`.
     progress : bool, default True
         Show a tqdm progress bar.
     model_options : mapping, optional
@@ -618,6 +654,10 @@ def train(
         if key in options:
             raise OptionError(f"model_options may not set {key!r}; pass {key}= to train()")
     dev = resolve_device(device)
+    if checkpoint is not None:  # a folder, or an unwritable one, is found now, not after an epoch
+        from ._io import check_target
+
+        check_target(checkpoint, overwrite=True)
 
     # ------------------------------------------------------------------ data
     da = _select_var(hr, var, dims)
