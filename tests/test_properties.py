@@ -218,9 +218,7 @@ def check_grid(t: Trip) -> None:
                 # and for an even factor the coarse centre is the fine corner in the middle of
                 # the block, which coarsen then estimates from the fine centres: it stays
                 # within half a fine cell of the true centre
-                spacing = max(
-                    float(np.median(np.abs(np.diff(v.values, axis=a)))) for a in (0, 1)
-                )
+                spacing = max(float(np.median(np.abs(np.diff(v.values, axis=a)))) for a in (0, 1))
                 tol = 0.5 * spacing / t.case.factor
             assert err <= tol, f"2-D coordinate {c!r} off by {err:.3g} degrees"
     for b in _bounds_vars(obj):
