@@ -33,6 +33,7 @@ from .cfgrid import (
     grid_variables,
     mask_arrays,
     own_areas,
+    select_variables,
     spatial_dims,
     spatial_vars,
     weights_factors,
@@ -57,6 +58,7 @@ __all__ = [
     "downscale",
     "field_variables",
     "grid_variables",
+    "select_variables",
     "spatial_dims",
 ]
 

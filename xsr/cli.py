@@ -271,7 +271,8 @@ def _downscale(args: argparse.Namespace) -> int:
             raise OptionError(
                 f"--var {missing} not in the input; its variables are {list(ds.data_vars)}"
             )
-        ds = ds[args.var]
+        # with the bounds, grid mappings and cell measures they need (ds[var] drops them)
+        ds = api.select_variables(ds, args.var)
 
     dims = tuple(args.dims) if args.dims else None
     t0 = time.perf_counter()
