@@ -447,3 +447,12 @@ def test_grid_and_field_variables():
     assert aux and all(n in ds.variables for n in aux)
     assert not set(aux) & set(field_variables(ds))
     assert {ds["lat"].attrs["bounds"], ds["lon"].attrs["bounds"]} <= set(aux)
+
+
+def test_other_coordinates_on_the_grid_are_dropped_with_a_warning():
+    ds = lonlat_dataset(6, 8)
+    ds = ds.assign_coords(depth=(("lat", "lon"), np.ones((6, 8)), {"units": "m"}))
+    with pytest.warns(UserWarning, match=r"coordinates \['depth'\] lie on the horizontal grid"):
+        out = ds.sr.downscale(factor=2)
+    assert "depth" not in out.coords
+    assert_conserves(out, ds, 2)
