@@ -317,9 +317,10 @@ PINNED: list[Case] = [
     _pin(curvilinear_grid(3, 3), "curvilinear", dataarray=True),
     # float64 field, float32 areacella: values off by 7e-10..1.1e-9 (bicubic, bilinear)
     _pin(_ll([0.5, 1.5], [0.5, 1.5]), "float32 areas", area="data", area_dtype="float32"),
-    # (not pinned: two 180-degree longitude cells, centres 45 and 315, bounds [0, 180] and
-    # [180, 360], are refused with a CoordinateError; such a grid has no direction: each step
-    # is as much east as west)
+    # CoordinateError: the centre 45.0 of cell 0 is not inside its bounds [0.0, 180.0]
+    # (steps of 180 degrees or more were read as wraps; the bounds now decide)
+    _pin(_ll([0.5, 1.5], [45, 315], lonb=[[0, 180], [180, 360]]), "two 180-degree cells"),
+    _pin(_ll([0.5, 1.5], [45, 270], lonb=[[0, 180], [180, 360]]), "two 180-degree cells"),
 ]
 
 

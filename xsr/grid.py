@@ -396,7 +396,18 @@ def _validated_bounds_1d(
         _check_latitude(b, name=f"latitude bounds of {name!r}", atol=1e-6)
         b = np.clip(b, -90.0, 90.0)
     if lon:
-        return _lon_bounds_around(c, b, direction, name=name)
+        try:
+            return _lon_bounds_around(c, b, direction, name=name)
+        except CoordinateError:
+            if direction is None:
+                raise
+            # steps of 180 degrees or more read as wraps the other way: when the bounds hold
+            # the centres only in the other direction, they decide (two 180-degree cells)
+            try:
+                return _lon_bounds_around(c, b, -direction, name=name)
+            except CoordinateError:
+                pass
+            raise
     raw = b[:, 1] - b[:, 0]
     if direction is None:
         direction = 1 if raw[0] >= 0 else -1
