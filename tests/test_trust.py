@@ -379,3 +379,11 @@ def test_select_variables_keeps_what_they_need():
     assert set(out.data_vars) == {"sst", "crs", "sst_err", "lat_bnds", "lon_bnds"}
     with pytest.raises(OptionError, match=r"variables \['nope'\] are not in the input"):
         select_variables(ds, ["nope"])
+
+
+@pytest.mark.parametrize(
+    ("mask", "match"), [("land", "2-D DataArray or array"), (3, "got 3 \\(int\\)")]
+)
+def test_a_mask_that_is_not_an_array_is_named(mask, match):
+    with pytest.raises(OptionError, match=match):
+        lonlat_dataset(6, 8).sr.downscale(factor=2, mask=mask)

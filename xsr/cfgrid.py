@@ -561,6 +561,15 @@ def grid_array(
         v = value.transpose(g.ydim, g.xdim)
         shape = (int(v.sizes[g.ydim]), int(v.sizes[g.xdim]))
     else:
+        if isinstance(value, str | bytes) or np.ndim(value) != 2:
+            raise OptionError(
+                f"{what} must be a 2-D DataArray or array on the coarse {coarse_shape} or fine "
+                f"grid, got {value!r} ({type(value).__name__}); e.g. {what}=ds.sst.notnull()"
+                if what == "mask"
+                else f"{what} must be 'auto', 'area', 'uniform', None or a 2-D DataArray or "
+                f"array of cell areas on the coarse {coarse_shape} or fine grid, got "
+                f"{value!r} ({type(value).__name__})"
+            )
         v = None
         shape = tuple(np.shape(value))
     if shape == coarse_shape:
@@ -612,10 +621,12 @@ def mask_arrays(mask: Any, g: Grid, factor: int) -> tuple[np.ndarray | None, xr.
         return None, None
     arr, where = grid_array(mask, g, what="mask", factor=factor)
     if arr.dtype.kind == "f":
-        if not np.isin(arr[np.isfinite(arr)], (0.0, 1.0)).all() or np.isnan(arr).any():
+        other = arr[~np.isin(arr, (0.0, 1.0))]
+        if other.size:
             raise OptionError(
-                "mask must be boolean (True = valid cell) or 0/1, got other values; build it "
-                "with e.g. ds.adt.notnull() or (land_fraction < 0.5)"
+                f"mask must be boolean (True = valid cell) or 0/1, got other values such as "
+                f"{float(other.flat[0])!r} ({other.size} cells); build it with e.g. "
+                "ds.adt.notnull() or (land_fraction < 0.5)"
             )
     elif arr.dtype.kind not in "biu":
         raise OptionError(f"mask must be boolean (True = valid cell), got dtype {arr.dtype}")
