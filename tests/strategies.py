@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from hypothesis import assume
 from hypothesis import strategies as st
 
 __all__ = [
@@ -678,6 +679,18 @@ def dataarrays(draw: st.DrawFn, **kwargs: Any) -> xr.DataArray:
     return ds[draw(st.sampled_from(field_names(ds, ydim, xdim)))]
 
 
+def _wide_longitude_steps(obj: xr.Dataset | xr.DataArray, xdim: str) -> bool:
+    """Whether the 1-D longitude ``xdim`` reads, from its centres alone, as neither
+    increasing nor decreasing: each step taken the short way round (a step of 180 degrees or
+    more reads as a wrap the other way), the steps differ in sign or one is a half turn."""
+    if xdim not in obj.coords or obj[xdim].ndim != 1:
+        return False
+    if not str(obj[xdim].attrs.get("units", "")).endswith("east"):
+        return False
+    steps = (np.diff(np.asarray(obj[xdim].values, np.float64)) + 180.0) % 360.0 - 180.0
+    return bool((np.abs(steps) == 180.0).any() or ((steps > 0).any() and (steps < 0).any()))
+
+
 def _horizontal(ds: xr.Dataset) -> tuple[str, str]:
     for y, x in (("lat", "lon"), ("rlat", "rlon"), ("y", "x"), ("nj", "ni"), ("j", "i")):
         if y in ds.dims and x in ds.dims:
@@ -704,6 +717,9 @@ def cases(
     obj: xr.Dataset | xr.DataArray = ds
     if use_da:
         obj = ds[draw(st.sampled_from(field_names(ds, ydim, xdim)))]
+        # without bounds, a longitude step of 180 degrees or more reads as a wrap the other
+        # way: such a grid (cells wider than a half turn) is defined by its bounds alone
+        assume(not _wide_longitude_steps(obj, xdim))
     desc = _describe_coords(obj, ydim, xdim)
     return Case(obj, factor, ydim, xdim, desc)
 

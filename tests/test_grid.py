@@ -773,3 +773,24 @@ def test_anchored_refinement_falls_back_where_a_centre_is_outside_its_cell():
 def test_centre_points_2d_needs_corners_for_even_factors():
     with pytest.raises(ShapeError, match="corners"):
         grid.centre_points_2d(np.zeros((4, 4)), np.zeros((4, 4)), None, None, 2)
+
+
+@pytest.mark.parametrize(
+    ("centres", "bounds"),
+    [
+        ([45.0, 270.0], [[0, 180], [180, 360]]),
+        ([22.5, 112.5, 315.0], [[0, 90], [90, 180], [180, 360]]),
+        ([315.0, 112.5, 22.5], [[360, 180], [180, 90], [90, 0]]),
+        ([350.0, 10.0, 30.0], [[340, 0], [0, 20], [20, 40]]),
+    ],
+)
+def test_wide_longitude_cells_take_the_direction_of_their_bounds(centres, bounds):
+    fc, fb = grid.refine_1d(centres, 2, bounds=bounds, kind="longitude")
+    steps = (np.diff(fc) + 180.0) % 360.0 - 180.0
+    assert (np.sign(steps) == np.sign(steps[0])).all()
+    np.testing.assert_allclose(fb[::2, 0] % 360, np.asarray(bounds)[:, 0] % 360)
+
+
+def test_longitude_centres_outside_their_bounds_still_refused():
+    with pytest.raises(CoordinateError, match="not inside its bounds"):
+        grid.refine_1d([45.0, 270.0], 2, bounds=[[90, 180], [180, 360]], kind="longitude")

@@ -321,6 +321,15 @@ PINNED: list[Case] = [
     # (steps of 180 degrees or more were read as wraps; the bounds now decide)
     _pin(_ll([0.5, 1.5], [45, 315], lonb=[[0, 180], [180, 360]]), "two 180-degree cells"),
     _pin(_ll([0.5, 1.5], [45, 270], lonb=[[0, 180], [180, 360]]), "two 180-degree cells"),
+    # CoordinateError: coordinate 'lon' is not strictly monotonic (a 202.5-degree step)
+    _pin(
+        _ll([0.5, 1.5], [22.5, 112.5, 315.0], lonb=[[0, 90], [90, 180], [180, 360]]),
+        "a 180-degree cell",
+    ),
+    _pin(
+        _ll([-45.0, 45.0], [15.0, 120.0, 315.0], lonb=[[0, 60], [60, 300], [300, 360]]),
+        "a 240-degree cell",
+    ),
 ]
 
 

@@ -352,8 +352,9 @@ def _bounds_1d(
     """(bounds (n, 2), bounds variable name): from the CF bounds variable, else from the
     refinement record, else inferred from the centres."""
     values = np.asarray(obj[coord].values, dtype=np.float64)
-    grid.check_monotonic(values, name=coord, period=360.0 if kind == "longitude" else None)
     bname = _bounds_name(obj, coord)
+    if bname is None:  # with bounds, refine_1d checks the centres against them
+        grid.check_monotonic(values, name=coord, period=360.0 if kind == "longitude" else None)
     if bname is not None:
         b = np.asarray(obj[bname].transpose(coord, ...).values, dtype=np.float64)
         if b.shape != (values.size, 2):
@@ -361,6 +362,8 @@ def _bounds_1d(
                 f"bounds variable {bname!r} of {coord!r} has shape {b.shape}, expected "
                 f"({values.size}, 2); fix or drop it (ds.drop_vars({bname!r}))"
             )
+        # the centres must be monotonic and inside their bounds (refining by 1 checks both)
+        grid.refine_1d(values, 1, bounds=b, kind=kind, name=coord)  # type: ignore[arg-type]
         return b, bname
     if record is not None:
         return record.refine(kind)[1], None

@@ -385,29 +385,51 @@ def _lon_bounds_around(
     return np.stack([b0 + shift, b1u + shift], axis=1)
 
 
+def _lon_steps_ok(c: FloatArray, direction: int) -> bool:
+    """Whether longitudes ``c`` go round in ``direction`` with every step in (0, 360) and
+    less than one turn in all (steps modulo 360)."""
+    steps = np.mod(direction * np.diff(c), 360.0)
+    return bool((steps > 0).all() and steps.sum() < 360.0)
+
+
+def _lon_bounds_given(c: FloatArray, b: FloatArray, *, name: str) -> FloatArray:
+    """Longitude bounds made continuous around their centres (:func:`_lon_bounds_around`),
+    in the direction that the centres and the bounds agree on.
+
+    Centres alone read a step of more than 180 degrees as a wrap the other way; with bounds
+    given, a grid of such wide cells (two 180-degree cells, or a 240-degree one) is taken in
+    the direction in which its bounds hold its centres.
+    """
+    if c.size < 2:
+        return _lon_bounds_around(c, b, None, name=name)
+    try:
+        first: int | None = check_monotonic(c, name=name, period=360.0)
+    except CoordinateError as e:
+        first, error = None, e
+    candidates = [d for d in (first, 1, -1) if d is not None]
+    for d in dict.fromkeys(candidates):
+        if d != first and not _lon_steps_ok(c, d):
+            continue
+        try:
+            return _lon_bounds_around(c, b, d, name=name)
+        except CoordinateError as e:
+            if d == first:
+                error = e
+    raise error
+
+
 def _validated_bounds_1d(
     c: FloatArray, bounds: npt.ArrayLike, kind: Kind, *, name: str
 ) -> FloatArray:
     b = _bounds_shape(bounds, c.size, name=f"bounds of {name!r}")
     lon = kind == "longitude"
-    direction = check_monotonic(c, name=name, period=360.0 if lon else None) if c.size > 1 else None
+    if lon:
+        return _lon_bounds_given(c, b, name=name)
+    direction = check_monotonic(c, name=name) if c.size > 1 else None
     if kind == "latitude":
         _check_latitude(c, name=f"latitude {name!r}")
         _check_latitude(b, name=f"latitude bounds of {name!r}", atol=1e-6)
         b = np.clip(b, -90.0, 90.0)
-    if lon:
-        try:
-            return _lon_bounds_around(c, b, direction, name=name)
-        except CoordinateError:
-            if direction is None:
-                raise
-            # steps of 180 degrees or more read as wraps the other way: when the bounds hold
-            # the centres only in the other direction, they decide (two 180-degree cells)
-            try:
-                return _lon_bounds_around(c, b, -direction, name=name)
-            except CoordinateError:
-                pass
-            raise
     raw = b[:, 1] - b[:, 0]
     if direction is None:
         direction = 1 if raw[0] >= 0 else -1
