@@ -9,7 +9,7 @@ import torch
 from xsr.conserve import block_mean, conservation_error, upsample
 from xsr.exceptions import DtypeError, InputValueError, MethodError, OptionError
 from xsr.methods import Method, downscale_array, get_method, list_methods, register_method
-from xsr.methods.base import fill_nan
+from xsr.methods.pipeline import fill_nan
 from xsr.methods.registry import _REGISTERED
 
 

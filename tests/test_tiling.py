@@ -245,9 +245,9 @@ def test_stochastic_result_does_not_depend_on_the_chunks():
 # memory: batches split on CUDA out-of-memory errors
 # ------------------------------------------------------------------------------------------
 def test_out_of_memory_splits_the_batch(monkeypatch):
-    import xsr.methods.base as base
+    import xsr.methods.pipeline as pipeline
 
-    real = base.downscale_array
+    real = pipeline.downscale_array
     sizes: list[int] = []
 
     def fake(x, **kw):
@@ -258,7 +258,7 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
 
     ds = _global(nt=1)
     ref = ds.sr.downscale(factor=3)
-    monkeypatch.setattr(base, "downscale_array", fake)
+    monkeypatch.setattr(pipeline, "downscale_array", fake)
     fine = ds.sr.downscale(factor=3, tile_size=6)  # tiles of 2 x 2 coarse cells: 6 x 12
     assert sizes[0] == 72  # all in one batch first, then halved until it fits
     assert sum(s for s in sizes if s <= 2) == 2 * 72  # each tile done once, sst and pr
@@ -270,12 +270,12 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
 
 
 def test_out_of_memory_on_one_tile_says_what_to_do(monkeypatch):
-    import xsr.methods.base as base
+    import xsr.methods.pipeline as pipeline
 
     def fake(x, **kw):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(base, "downscale_array", fake)
+    monkeypatch.setattr(pipeline, "downscale_array", fake)
     with pytest.raises(TileMemoryError, match="lower tile_size"):
         _global(nt=1).sr.downscale(factor=3, tile_size=36)
 

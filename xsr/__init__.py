@@ -11,22 +11,16 @@ needs it.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _pkg_version
 from typing import Any
 
 from . import accessor as _accessor  # noqa: F401  (registers .sr)
 from . import exceptions
+from ._version import __version__
 from .api import cell_areas, coarsen, downscale, spatial_dims
 from .exceptions import XsrError
 from .methods.base import Method
 from .methods.registry import get_method, list_methods, register_method
 from .options import get_options, set_options
-
-try:
-    __version__ = _pkg_version("xsr")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "Distillation",

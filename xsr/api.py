@@ -68,7 +68,7 @@ Boundary = Literal["exact", "trim", "pad"]
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 
@@ -339,7 +339,7 @@ def _run_tiled(
     **kwargs: Any,
 ) -> Any:
     """:func:`xsr.tiling.downscale_tiled` with the calling convention of ``downscale_array``."""
-    from .methods.base import Downscaled
+    from .methods.pipeline import Downscaled
     from .tiling import downscale_tiled
 
     if kwargs.get("weights") is None:
@@ -570,7 +570,7 @@ def _downscale_block(
     bounds: tuple[float | None, float | None] | None,
 ) -> np.ndarray | tuple[np.ndarray, ...]:
     """The array function of one variable: ``(..., ny, nx)`` in, fine arrays out."""
-    from .methods.base import downscale_array
+    from .methods.pipeline import downscale_array
 
     kwargs: dict[str, Any] = {
         "factor": plan.factor,

@@ -1,6 +1,6 @@
 """Tiles aligned to coarse cells, halos, blending weights and stitching, for large grids.
 
-:func:`downscale_tiled` runs :func:`xsr.methods.base.downscale_array` on pieces of the
+:func:`downscale_tiled` runs :func:`xsr.methods.pipeline.downscale_array` on pieces of the
 horizontal plane instead of the whole of it, so that grids far larger than one method call,
 spatially chunked dask arrays and ``dask.distributed`` clusters can be downscaled, and every
 coarse cell is still conserved exactly.
@@ -413,7 +413,7 @@ def _call(
     """
     import torch
 
-    from .methods import base
+    from .methods import pipeline
 
     m = method if method is not None else cached_method(plan.method)
     limit = {} if limit is None else limit
@@ -422,7 +422,7 @@ def _call(
     if nt > limit.get("max", nt):
         return _split_call(xb, wb, mb, plan, dev, m, limit, message)
     try:
-        r = base.downscale_array(
+        r = pipeline.downscale_array(
             xb,
             factor=plan.factor,
             method=m,

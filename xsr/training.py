@@ -430,8 +430,8 @@ class TrainedModel:
                 weights="auto" if weights is None else weights,
                 dtype="float64",
             )
-        from .methods.base import downscale_array
         from .methods.cnn import CNN
+        from .methods.pipeline import downscale_array
 
         x = np.asarray(coarse, np.float64)
         if x.ndim < 2:
@@ -490,10 +490,10 @@ def _augment(
 
 def _fill(a: np.ndarray, rings: int) -> np.ndarray:
     """NaN cells of fields ``(n, ny, nx)`` filled as :class:`~xsr.methods.cnn.CNN` fills
-    them at inference (:func:`xsr.methods.base.fill_nan`), as float32."""
+    them at inference (:func:`xsr.methods.pipeline.fill_nan`), as float32."""
     import torch
 
-    from .methods.base import fill_nan
+    from .methods.pipeline import fill_nan
 
     if a.size == 0 or bool(np.isfinite(a).all()):
         return a
@@ -613,7 +613,7 @@ def train(
     """
     import torch
 
-    from . import __version__
+    from ._version import __version__
     from .api import coarsen, spatial_dims
     from .conserve import check_options
     from .options import resolve_device

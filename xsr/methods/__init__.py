@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Method, downscale_array
+from .base import Method
+from .pipeline import downscale_array
 from .registry import get_method, list_methods, register_method
 
 __all__ = ["Method", "downscale_array", "get_method", "list_methods", "register_method"]

@@ -2,7 +2,7 @@
 
 The network (a :class:`~xsr.training.TrainedModel`, a saved file or a registered name, see
 :mod:`xsr.models`) runs on normalised fields with its own enforcement layer, given the fine
-cell areas and mask; :func:`~xsr.methods.base.downscale_array` then enforces the result once
+cell areas and mask; :func:`~xsr.methods.pipeline.downscale_array` then enforces the result once
 more in the compute dtype against the original coarse field, so conservation holds to the
 round-off of that dtype whatever the network's precision.
 """

@@ -2,7 +2,7 @@
 
 A generator network ``g`` (:mod:`xsr.nn.generators`) is fitted to a single coarse field so
 that the block means of its output match the observation; the structure of the network is
-the prior.  The fit is not exact, the output is: :func:`~xsr.methods.base.downscale_array`
+the prior.  The fit is not exact, the output is: :func:`~xsr.methods.pipeline.downscale_array`
 passes every result through the enforcement operator.
 
 Here every fit is *batched*: the fields of the leading dimensions (time steps) and the
@@ -196,7 +196,7 @@ def fit_dip(
 
     from ..conserve import block_mean
     from ..nn.generators import build_generator
-    from .base import fill_nan
+    from .pipeline import fill_nan
 
     t0 = time.perf_counter()
     dev = x.device

@@ -1,5 +1,5 @@
 """Interpolation baselines: nearest, bilinear and bicubic (torch), made conservative by the
-enforcement step of :func:`~xsr.methods.base.downscale_array`."""
+enforcement step of :func:`~xsr.methods.pipeline.downscale_array`."""
 
 from __future__ import annotations
 
