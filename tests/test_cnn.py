@@ -20,6 +20,7 @@ from xsr.api import cell_areas
 from xsr.cli import main
 from xsr.conserve import conservation_error
 from xsr.exceptions import DataUnavailableError, OptionError
+from xsr.nn import published
 from xsr.training import TrainedModel, train
 
 SMALL = {"channels": (8, 4), "kernels": (3, 3, 3)}
@@ -217,7 +218,7 @@ def test_batch_cli_zarr(hr: xr.Dataset, saved: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 @pytest.fixture
 def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(published, "_REGISTRY", dict(published._REGISTRY))
 
 
 def _sha(path: Path) -> str:

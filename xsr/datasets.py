@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import _cache
 from .exceptions import DataUnavailableError, OptionError
 
 __all__ = [
@@ -48,8 +49,6 @@ __all__ = [
 #: Embedded samples: name -> file in ``xsr/data``.
 _SAMPLES: dict[str, str] = {"ssh": "ssh_sample.nc"}
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 Transform = Callable[[Path, Path], None]
 
@@ -403,32 +402,9 @@ def open_sample(*, name: str = "ssh") -> xr.Dataset:
         return ds.load()
 
 
-def _offline() -> bool:
-    raw = os.environ.get("XSR_OFFLINE", "")
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise OptionError(
-        f"environment variable XSR_OFFLINE={raw!r} is not understood; allowed: 1, true, yes, "
-        "on (no downloads) or 0, false, no, off, unset (downloads allowed); set it to one of "
-        "these"
-    )
-
-
 def _data_dir() -> Path | None:
     raw = os.environ.get("XSR_DATA_DIR", "")
     return Path(raw).expanduser() if raw else None
-
-
-def _cache_dir() -> Path:
-    raw = os.environ.get("XSR_CACHE_DIR", "")
-    if raw:
-        return Path(raw).expanduser()
-    import pooch
-
-    return Path(pooch.os_cache("xsr"))
 
 
 def _where_looked(name: str, data_dir: Path | None) -> str:
@@ -502,7 +478,7 @@ def fetch(name: str) -> Path:
     data_dir = _data_dir()
     if data_dir is not None and (data_dir / name).is_file():
         return data_dir / name
-    offline = _offline()
+    offline = _cache.offline()
     looked = _where_looked(name, data_dir)
     if not src.downloadable:
         origin = f" Its origin is {src.origin}" + (f" ({src.url})." if src.url else ".")
@@ -511,7 +487,7 @@ def fetch(name: str) -> Path:
             f"available through XSR_DATA_DIR, and {looked}. Fix: put {name!r} in a directory "
             "and set XSR_DATA_DIR to that directory."
         )
-    cache = _cache_dir()
+    cache = _cache.cache_dir()
     target = cache / name
     if target.is_file() and (offline or src.transform is not None or src.member is not None):
         return target

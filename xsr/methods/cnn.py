@@ -1,10 +1,11 @@
 """Downscaling with a trained super-resolution network (``method="cnn"``).
 
-The network (a :class:`~xsr.training.TrainedModel`, a saved file or a registered name, see
-:mod:`xsr.models`) runs on normalised fields with its own enforcement layer, given the fine
-cell areas and mask; :func:`~xsr.methods.pipeline.downscale_array` then enforces the result once
-more in the compute dtype against the original coarse field, so conservation holds to the
-round-off of that dtype whatever the network's precision.
+The network (a :class:`~xsr.nn.checkpoint.TrainedNetwork` such as the
+:class:`~xsr.training.TrainedModel` that :func:`xsr.train` returns, a saved file or a
+registered name, see :mod:`xsr.models`) runs on normalised fields with its own enforcement
+layer, given the fine cell areas and mask; :func:`~xsr.methods.pipeline.downscale_array` then
+enforces the result once more in the compute dtype against the original coarse field, so
+conservation holds to the round-off of that dtype whatever the network's precision.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ if TYPE_CHECKING:
     import torch
 
     from ..conserve import ConserveMode
-    from ..training import TrainedModel
+    from ..nn.checkpoint import TrainedNetwork
 
 __all__ = ["CNN"]
 
-_LOADED: dict[Any, TrainedModel] = {}
+_LOADED: dict[Any, TrainedNetwork] = {}
 _LOCK = threading.Lock()
 
 
@@ -34,7 +35,7 @@ def _key(model: str | os.PathLike[str]) -> Any:
     """The file behind ``model`` (a path, or a registered name resolved by
     :func:`xsr.models.fetch_model`): its path, time and size, so a changed file is loaded
     again."""
-    from ..models import fetch_model, list_models
+    from ..nn.published import fetch_model, list_models
 
     path = Path(model).expanduser()
     if not path.is_file() and isinstance(model, str) and model in list_models():
@@ -45,23 +46,24 @@ def _key(model: str | os.PathLike[str]) -> Any:
     return ("name", str(model))
 
 
-def _resolve(model: Any) -> TrainedModel:
-    """The trained model for ``model``, loaded at most once per process per file."""
-    from ..models import load_model
-    from ..training import TrainedModel
+def _resolve(model: Any) -> TrainedNetwork:
+    """The trained network for ``model``, loaded at most once per process per file."""
+    from ..nn.checkpoint import TrainedNetwork
+    from ..nn.published import resolve_model
 
-    if isinstance(model, TrainedModel):
+    if isinstance(model, TrainedNetwork):
         return model
     key = _key(model)
     with _LOCK:
         tm = _LOADED.get(key)
         if tm is None:
-            tm = load_model(key[1] if key[0] == "file" else model, device="cpu")
+            target = key[1] if key[0] == "file" else model
+            tm = resolve_model(target, cls=TrainedNetwork, device="cpu")
             _LOADED[key] = tm
     return tm
 
 
-def _radius(tm: TrainedModel) -> int:
+def _radius(tm: TrainedNetwork) -> int:
     """The network's receptive radius in coarse cells: stored by :func:`xsr.train`, else
     measured once and kept on the model."""
     if tm.receptive_radius is None:
@@ -75,7 +77,8 @@ class CNN(Method):
     Parameters
     ----------
     model : TrainedModel, str or path-like
-        The network: a :class:`~xsr.training.TrainedModel`, the path of a file written by
+        The network: a :class:`~xsr.training.TrainedModel` (any
+        :class:`~xsr.nn.checkpoint.TrainedNetwork`), the path of a file written by
         :meth:`TrainedModel.save <xsr.training.TrainedModel.save>`, or a registered name
         (:func:`xsr.models.list_models`).  Files and names are loaded once per process.
     halo : int, optional
@@ -101,7 +104,7 @@ class CNN(Method):
     halo: ClassVar[int] = 8
 
     def __init__(self, *, model: Any = None, halo: int | None = None, batch_size: int = 16) -> None:
-        from ..training import TrainedModel
+        from ..nn.checkpoint import TrainedNetwork
 
         if model is None:
             raise OptionError(
@@ -109,7 +112,7 @@ class CNN(Method):
                 "saved model, or a registered name (xsr.models.list_models()); on the "
                 "command line: --model PATH_OR_NAME"
             )
-        if not isinstance(model, TrainedModel | str | os.PathLike):
+        if not isinstance(model, TrainedNetwork | str | os.PathLike):
             raise OptionError(
                 f"model must be a TrainedModel, a file path or a registered name, got "
                 f"{type(model).__name__}"
@@ -120,24 +123,24 @@ class CNN(Method):
         self._halo_option = halo
         # loaded now (errors surface here, not in a dask task), once per process per file,
         # and held: tiles do not look the file up again
-        self.trained: TrainedModel = _resolve(model)
+        self.trained: TrainedNetwork = _resolve(model)
         self.halo = _radius(self.trained) if halo is None else halo  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"CNN(model={self._describe_model()})"
 
     def _describe_model(self) -> str:
-        from ..training import TrainedModel
+        from ..nn.checkpoint import TrainedNetwork
 
-        if isinstance(self.model, TrainedModel):
+        if isinstance(self.model, TrainedNetwork):
             return repr(self.model)
         return repr(os.fspath(self.model))
 
     def options(self) -> dict[str, Any]:
-        from ..training import TrainedModel
+        from ..nn.checkpoint import TrainedNetwork
 
         opts: dict[str, Any] = {
-            "model": self.model if isinstance(self.model, TrainedModel) else os.fspath(self.model)
+            "model": self.model if isinstance(self.model, TrainedNetwork) else os.fspath(self.model)
         }
         if self._halo_option is not None:
             opts["halo"] = self._halo_option
