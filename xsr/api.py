@@ -1025,52 +1025,84 @@ def coarsen(
         obj = obj.isel({ydim: slice(0, ny - ny % f), xdim: slice(0, nx - nx % f)})
     obj = _align_chunks(obj, ydim, xdim, f)
     g = describe(obj, ydim, xdim)
-    w = _own_weights(obj, g, weights)
-    pad_y = (-g.ny) % f
-    pad_x = (-g.nx) % f
-    wda = xr.DataArray(np.ones((g.ny, g.nx)) if w is None else w, dims=(ydim, xdim))
-    if pad_y or pad_x:
-        wda = wda.pad({ydim: (0, pad_y), xdim: (0, pad_x)}, constant_values=0.0)
-    den_base = wda
+    plan = _coarsen_plan(obj, g, f, weights)
+    coords, bvars = coarse_coords(obj, g, f, plan.pad_y, plan.pad_x)
+    area = _coarse_area(obj, plan)
     line = _history_line("coarsen", {"factor": f, "boundary": boundary})
+    one = functools.partial(_coarsen_variable, plan=plan)
+    return _assemble(obj, g, one, coords, bvars, area, line)
 
-    def _one(da: xr.DataArray) -> xr.DataArray:
-        if da.dtype.kind != "f":
-            raise DtypeError(
-                f"variable {da.name!r} has dtype {da.dtype}; coarsen averages, so it needs a "
-                "floating-point field: cast it first (.astype('float64'))"
-            )
-        x = da.astype(np.float64)
-        if pad_y or pad_x:
-            x = x.pad({ydim: (0, pad_y), xdim: (0, pad_x)})
-        valid = x.notnull()
-        num = (x.fillna(0.0) * den_base).coarsen({ydim: f, xdim: f}).sum()
-        den = den_base.where(valid, 0.0).coarsen({ydim: f, xdim: f}).sum()
-        res = (num / den.where(den > 0)).astype(da.dtype)
-        if w is not None and not (w > 0).all():
-            # a block with values but no weight would silently become NaN: refuse it
-            held = valid.coarsen({ydim: f, xdim: f}).any()
-            res = _refuse_lost(res, held & (den <= 0), str(da.name))
-        res = res.drop_vars(
-            [c for c in res.coords if c not in res.dims or c in (ydim, xdim)], errors="ignore"
+
+# ------------------------------------------------------------------------------------------
+# coarsen: the plan of one call, then one block mean per variable
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _CoarsenPlan:
+    """What :func:`coarsen` decides once per call, shared by every variable."""
+
+    grid: Grid
+    factor: int
+    pad_y: int  # missing cells added at the end of y and x ("pad")
+    pad_x: int
+    weights: xr.DataArray  # (y, x) cell weights, padded with zeros
+    some_zero: bool  # whether a cell has zero weight (a block may hold values but no weight)
+
+
+def _coarsen_plan(obj: XrObj, g: Grid, f: int, weights: Any) -> _CoarsenPlan:
+    w = _own_weights(obj, g, weights)
+    pad_y, pad_x = (-g.ny) % f, (-g.nx) % f
+    wda = xr.DataArray(np.ones((g.ny, g.nx)) if w is None else w, dims=(g.ydim, g.xdim))
+    if pad_y or pad_x:
+        wda = wda.pad({g.ydim: (0, pad_y), g.xdim: (0, pad_x)}, constant_values=0.0)
+    some_zero = w is not None and not bool((w > 0).all())
+    return _CoarsenPlan(g, f, pad_y, pad_x, wda, some_zero)
+
+
+def _coarsen_variable(da: xr.DataArray, name: str, *, plan: _CoarsenPlan) -> xr.DataArray:
+    """The weighted, NaN-aware block mean of one variable (lazy for dask inputs)."""
+    ydim, xdim, f = plan.grid.ydim, plan.grid.xdim, plan.factor
+    if da.dtype.kind != "f":
+        raise DtypeError(
+            f"variable {name!r} has dtype {da.dtype}; coarsen averages, so it needs a "
+            "floating-point field: cast it first (.astype('float64'))"
         )
-        res.attrs = dict(da.attrs)
-        cm = str(res.attrs.get("cell_methods", "")).strip()
-        res.attrs["cell_methods"] = f"{cm} area: mean".strip()
-        res.encoding = {k: v for k, v in da.encoding.items() if k in ("zlib", "complevel")}
-        return res.transpose(*da.dims)
+    x = da.astype(np.float64)
+    if plan.pad_y or plan.pad_x:
+        x = x.pad({ydim: (0, plan.pad_y), xdim: (0, plan.pad_x)})
+    valid = x.notnull()
+    blocks = {ydim: f, xdim: f}
+    num = (x.fillna(0.0) * plan.weights).coarsen(blocks).sum()
+    den = plan.weights.where(valid, 0.0).coarsen(blocks).sum()
+    res = (num / den.where(den > 0)).astype(da.dtype)
+    if plan.some_zero:
+        # a block with values but no weight would silently become NaN: refuse it
+        held = valid.coarsen(blocks).any()
+        res = _refuse_lost(res, held & (den <= 0), name)
+    res = res.drop_vars(
+        [c for c in res.coords if c not in res.dims or c in (ydim, xdim)], errors="ignore"
+    )
+    res.attrs = dict(da.attrs)
+    cm = str(res.attrs.get("cell_methods", "")).strip()
+    res.attrs["cell_methods"] = f"{cm} area: mean".strip()
+    res.encoding = {k: v for k, v in da.encoding.items() if k in ("zlib", "complevel")}
+    return res.transpose(*da.dims)
 
-    coords, bvars = coarse_coords(obj, g, f, pad_y, pad_x)
-    area = None
-    if g.area_name is not None and obj[g.area_name].attrs.get("xsr_role") != _GENERATED_AREA:
-        a = obj[g.area_name].transpose(ydim, xdim)
-        av = a.values.astype(np.float64)
-        if pad_y or pad_x:
-            av = np.pad(av, ((0, pad_y), (0, pad_x)))
-        s = av.reshape(av.shape[0] // f, f, av.shape[1] // f, f).sum(axis=(1, 3))
-        area = (g.area_name, xr.Variable((ydim, xdim), s.astype(a.dtype), dict(a.attrs)))
-    # the areas downscale gave a curvilinear DataArray were for this step only: not kept
-    return _assemble(obj, g, lambda da, name: _one(da), coords, bvars, area, line)
+
+def _coarse_area(obj: XrObj, plan: _CoarsenPlan) -> tuple[str, xr.Variable] | None:
+    """The cell-area variable of the coarse grid (block sums), or None.
+
+    The areas :func:`downscale` gave a curvilinear DataArray (``xsr_role``) served the
+    conservation of that step only: they are not carried over.
+    """
+    g, f = plan.grid, plan.factor
+    if g.area_name is None or obj[g.area_name].attrs.get("xsr_role") == _GENERATED_AREA:
+        return None
+    a = obj[g.area_name].transpose(g.ydim, g.xdim)
+    av = a.values.astype(np.float64)
+    if plan.pad_y or plan.pad_x:
+        av = np.pad(av, ((0, plan.pad_y), (0, plan.pad_x)))
+    s = av.reshape(av.shape[0] // f, f, av.shape[1] // f, f).sum(axis=(1, 3))
+    return g.area_name, xr.Variable((g.ydim, g.xdim), s.astype(a.dtype), dict(a.attrs))
 
 
 def _own_weights(obj: XrObj, g: Grid, weights: Any) -> np.ndarray | None:
