@@ -1,15 +1,21 @@
-"""The xarray layer: spatial axes, coordinates, weights, attrs, and the calls into arrays.
+"""The xarray layer: :func:`downscale` and :func:`coarsen`, each a short sequence of steps.
 
-:func:`downscale` and :func:`coarsen` take a Dataset or DataArray and return a new object of
-the same type.  They find the two horizontal dimensions (cf-xarray, or ``dims=``), refine or
-coarsen the coordinates and their CF bounds, compute cell areas used as weights, and call the
-array code (:func:`xsr.methods.downscale_array`) through :func:`xarray.apply_ufunc`, so that
-dask-backed inputs stay lazy.
+Both take a Dataset or DataArray and return a new object of the same type:
+
+1. validate the options and describe the grid once (:func:`xsr.cfgrid.describe`: axes,
+   coordinates, bounds, cell areas, the user's masks and weights aligned to the grid);
+2. plan the call (:class:`_Plan`, :class:`_CoarsenPlan`): weights, masks, tiles, the global
+   options in force, generated names and sizes checked;
+3. compute the coordinates of the new grid (:func:`xsr.cfgrid.fine_coords`,
+   :func:`xsr.cfgrid.coarse_coords`);
+4. transform each variable (:func:`_downscale_variable`: one :func:`xarray.apply_ufunc` into
+   the array code, :func:`xsr.methods.downscale_array` or :mod:`xsr.tiling`, so that
+   dask-backed inputs stay lazy; :func:`_coarsen_variable`: a weighted block mean);
+5. assemble the result (:func:`xsr._assemble.assemble`).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import warnings
 from dataclasses import dataclass
@@ -19,6 +25,17 @@ import numpy as np
 import xarray as xr
 
 from . import grid
+from ._assemble import (
+    DATA_ENCODING,
+    assemble,
+    dataarray,
+    extra_vars,
+    history_line,
+    range_attrs,
+    unique_name,
+    valid_range,
+)
+from ._version import __version__
 from .cfgrid import (
     Grid,
     WeightsArg,
@@ -43,11 +60,10 @@ from .exceptions import (
     InputValueError,
     OptionError,
     ShapeError,
-    SpatialDimsError,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Mapping
+    from collections.abc import Hashable
 
     from .conserve import ConserveMode
     from .methods.base import Method
@@ -65,12 +81,6 @@ __all__ = [
 XrObj = xr.Dataset | xr.DataArray
 T_Xr = TypeVar("T_Xr", xr.Dataset, xr.DataArray)
 Boundary = Literal["exact", "trim", "pad"]
-
-
-def _version() -> str:
-    from ._version import __version__
-
-    return __version__
 
 
 # ------------------------------------------------------------------------------------------
@@ -93,228 +103,9 @@ def _version() -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def _order_like(out: xr.Dataset, obj: xr.Dataset) -> xr.Dataset:
-    """``out`` with its data variables in ``obj``'s order (new ones last), every coordinate
-    kept (selecting variables would drop coordinates that no data variable uses, such as a
-    grid-mapping variable stored as a dimension coordinate)."""
-    first = [str(v) for v in obj.data_vars if v in out.data_vars]
-    rest = [str(v) for v in out.data_vars if v not in obj.data_vars]
-    ordered = out[first + rest]
-    lost = [c for c in out.coords if c not in ordered.coords]
-    return ordered.assign_coords({c: out[c].variable for c in lost}) if lost else ordered
-
-
 # ------------------------------------------------------------------------------------------
 # attrs and provenance
 # ------------------------------------------------------------------------------------------
-def _history_line(op: str, args: Mapping[str, Any]) -> str:
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    a = ", ".join(f"{k}={v!r}" for k, v in args.items())
-    return f"{now}: xsr {_version()} {op}({a})"
-
-
-def _add_history(attrs: dict[str, Any], line: str) -> dict[str, Any]:
-    old = attrs.get("history")
-    attrs = dict(attrs)
-    attrs["history"] = line if not old else f"{line}\n{old}"
-    return attrs
-
-
-def _warn_dropped(obj: xr.Dataset, g: Grid, kept: list[str], skip: set[str]) -> None:
-    """Warn about data variables on only one of the horizontal dimensions (dropped)."""
-    dropped = [
-        str(n)
-        for n, v in obj.data_vars.items()
-        if (g.ydim in v.dims or g.xdim in v.dims) and n not in kept and n not in skip
-    ]
-    if dropped:
-        warnings.warn(
-            f"data variables {dropped} have only one of the horizontal dimensions "
-            f"({g.ydim!r}, {g.xdim!r}) and are dropped from the result; downscale them "
-            "separately if you need them",
-            stacklevel=4,
-        )
-
-
-def _assemble(
-    obj: XrObj,
-    g: Grid,
-    one: Callable[[xr.DataArray, str], xr.DataArray | dict[str, xr.DataArray]],
-    coords: dict[str, Any],
-    bvars: dict[str, Any],
-    area: tuple[str, xr.Variable] | None,
-    line: str,
-) -> XrObj:
-    """Apply ``one`` to every variable on the grid and build the result on the new grid.
-
-    ``one(da, name)`` gets a variable without its horizontal coordinates and returns it on
-    the new grid (or a dict of new variables, ``name`` among them, for a Dataset); the new
-    ``coords``, bounds variables ``bvars`` and the cell ``area`` (name, variable) are
-    attached, other variables and coordinates are kept, and ``line`` goes into ``history``.
-    A DataArray, which cannot hold bounds variables, keeps its cell areas as a coordinate
-    named by its ``cell_measures`` attribute.
-    """
-    ydim, xdim = g.ydim, g.xdim
-
-    def on_grid(v: xr.DataArray) -> bool:
-        return ydim in v.dims or xdim in v.dims
-
-    def strip(da: xr.DataArray) -> xr.DataArray:
-        return da.drop_vars([c for c in da.coords if on_grid(da[c])])
-
-    if isinstance(obj, xr.DataArray):
-        vname = str(obj.name) if obj.name is not None else "data"
-        res = one(strip(obj), vname)
-        out = res[vname] if isinstance(res, dict) else res
-        out = out.drop_vars([c for c in out.coords if on_grid(out[c])])
-        # a DataArray cannot carry bounds variables: do not point at missing ones
-        out = out.assign_coords(
-            {
-                k: xr.Variable(
-                    v.dims, v.data, {a: b for a, b in v.attrs.items() if a != "bounds"}, v.encoding
-                )
-                for k, v in coords.items()
-            }
-        )
-        out = out.assign_coords({k: v for k, v in obj.coords.items() if not on_grid(v)})
-        out.name = obj.name
-        attrs = dict(out.attrs)
-        if area is not None:
-            aname, avar = area
-            out = out.assign_coords({aname: avar.transpose(*_area_dims(obj, aname, g))})
-            attrs["cell_measures"] = _with_measure(attrs.get("cell_measures"), aname)
-        elif g.area_name is not None:  # the areas were not used: do not point at them
-            attrs["cell_measures"] = _with_measure(attrs.get("cell_measures"), g.area_name, False)
-        out.attrs = _add_history({k: v for k, v in attrs.items() if v != ""}, line)
-        return _no_default_fill(out)
-
-    skip = set(bvars) | g.aux_names
-    names = spatial_vars(obj, g, skip)
-    if not names:
-        raise SpatialDimsError(
-            f"no data variable of the Dataset has both horizontal dimensions ({ydim!r}, "
-            f"{xdim!r}); variables: {list(obj.data_vars)}"
-        )
-    _warn_dropped(obj, g, names, skip)
-    base = obj.drop_vars([c for c in obj.variables if on_grid(obj[c])])
-    new: dict[str, xr.DataArray] = {}
-    for n in names:
-        res = one(strip(obj[n]), n)
-        new.update(res if isinstance(res, dict) else {n: res})
-    out_ds = base.assign(new).assign_coords(coords)
-    for k, v in bvars.items():
-        out_ds[k] = v
-        if k in obj.coords:
-            out_ds = out_ds.set_coords(k)
-    if area is not None:
-        aname, avar = area
-        avar = avar.transpose(*_area_dims(obj, aname, g))
-        if aname in obj.coords:
-            out_ds = out_ds.assign_coords({aname: avar})
-        else:
-            out_ds[aname] = avar
-    out_ds = _no_default_fill(_order_like(out_ds, obj))
-    out_ds.attrs = _add_history(dict(obj.attrs), line)
-    return out_ds
-
-
-def _area_dims(obj: XrObj, name: str, g: Grid) -> tuple[str, ...]:
-    """Dims of the cell-area variable ``name``: its own order if ``obj`` has it."""
-    if name in obj.coords or (isinstance(obj, xr.Dataset) and name in obj.variables):
-        return tuple(str(d) for d in obj[name].dims)
-    return (g.ydim, g.xdim)
-
-
-def _with_measure(cell_measures: Any, name: str, keep: bool = True) -> str:
-    """A CF ``cell_measures`` string with ``area: name`` added (``keep``) or removed."""
-    tokens = str(cell_measures or "").replace(":", ": ").split()
-    pairs = [(tokens[i], tokens[i + 1]) for i in range(0, len(tokens) - 1, 2)]
-    pairs = [(k, v) for k, v in pairs if k != "area:"]
-    if keep:
-        pairs.append(("area:", name))
-    return " ".join(f"{k} {v}" for k, v in pairs)
-
-
-def _no_default_fill(obj: T_Xr) -> T_Xr:
-    """``obj`` whose coordinate and bounds variables without a fill value keep having none.
-
-    xarray writes ``_FillValue = NaN`` on every floating-point (and time) variable whose
-    encoding does not say otherwise; CF forbids it on coordinate variables (2.5.1) and on
-    bounds (7.1).  A shallow copy: the input's variables are not touched.
-    """
-    variables = obj.variables if isinstance(obj, xr.Dataset) else obj.coords.variables
-    bounds = {
-        str(src["bounds"])
-        for v in variables.values()
-        for src in (v.attrs, v.encoding)
-        if "bounds" in src
-    }
-    names = [
-        k
-        for k, v in variables.items()
-        if (k in obj.dims or k in bounds) and "_FillValue" not in v.encoding
-    ]
-    if not names:
-        return obj
-    obj = obj.copy(deep=False)
-    target = obj.variables if isinstance(obj, xr.Dataset) else obj.coords.variables
-    for k in names:
-        var = target[k].copy(deep=False)
-        var.encoding = {**var.encoding, "_FillValue": None}
-        if isinstance(obj, xr.Dataset):
-            obj = obj.assign_coords({k: var}) if k in obj.coords else obj.assign({k: var})
-        else:
-            obj = obj.assign_coords({k: var})
-    return obj
-
-
-def _dataarray(v: xr.Variable | xr.DataArray) -> xr.DataArray:
-    """``v`` as a DataArray, its encoding included (``xr.DataArray(v)`` drops it)."""
-    out = xr.DataArray(v)
-    out.encoding = dict(v.encoding)
-    return out
-
-
-def _extra_vars(
-    res: xr.DataArray,
-    parts: list[xr.DataArray],
-    da: xr.DataArray,
-    name: str,
-    want: tuple[str, ...],
-) -> dict[str, xr.DataArray]:
-    """``<name>_std`` and ``<name>_members`` from the extra outputs of an ensemble method.
-
-    The spread gets the units of ``da``, a ``long_name``, the CF ``standard_name`` modifier
-    ``standard_error`` when ``da`` has a standard name, and is linked from ``res`` (updated
-    in place) through ``ancillary_variables``.  The members keep the attrs of ``res``.
-    """
-    out: dict[str, xr.DataArray] = {}
-    label = str(da.attrs.get("long_name", name))
-    sn = da.attrs.get("standard_name")
-    enc = {k: v for k, v in res.encoding.items() if k in ("zlib", "complevel")}
-    xsr_attrs = {k: v for k, v in res.attrs.items() if str(k).startswith("xsr_")}
-    it = iter(parts)
-    if "std" in want:
-        sd = next(it).transpose(*da.dims)
-        sd.attrs = {"long_name": f"ensemble standard deviation of {label}"}
-        if sn:
-            sd.attrs["standard_name"] = f"{sn} standard_error"
-        if "units" in da.attrs:
-            sd.attrs["units"] = da.attrs["units"]
-        sd.attrs.update(xsr_attrs)
-        sd.encoding = dict(enc)
-        std_name = f"{name}_std"
-        anc = str(res.attrs.get("ancillary_variables", "")).split()
-        res.attrs["ancillary_variables"] = " ".join([*anc, std_name])
-        out[std_name] = _dataarray(sd)
-    if "members" in want:
-        mem = next(it).transpose("member", *da.dims)
-        mem.attrs = {k: v for k, v in res.attrs.items() if k != "ancillary_variables"}
-        mem.attrs["long_name"] = f"ensemble members of {label}"
-        mem.encoding = dict(enc)
-        members = _dataarray(mem)
-        out[f"{name}_members"] = members.assign_coords(member=np.arange(members.sizes["member"]))
-    return out
 
 
 def _spatially_chunked(obj: XrObj, g: Grid) -> bool:
@@ -451,7 +242,7 @@ def _plan(
         "xsr_factor": f,
         "xsr_conserve": str(mode),
         "xsr_weights": wdesc,
-        "xsr_version": _version(),
+        "xsr_version": __version__,
     }
     if bounds is not None:
         xsr_attrs["xsr_bounds"] = str(bounds)
@@ -478,7 +269,7 @@ def _plan(
         extras=extra if dataset else (),
         n_members=int(getattr(m, "n_members", 0)),
         xsr_attrs=xsr_attrs,
-        history=_history_line("downscale", args),
+        history=history_line("downscale", args),
     )
 
 
@@ -601,35 +392,6 @@ def _downscale_block(
     return tuple(outs)
 
 
-_DATA_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "zlib", "complevel")
-_VALID_ATTRS = ("valid_min", "valid_max", "valid_range")
-
-
-def _valid_range(da: xr.DataArray) -> tuple[float | None, float | None] | None:
-    """(lower, upper) of ``da``'s CF ``valid_range``/``valid_min``/``valid_max`` in data units
-    (they are stored in the packed type), or None when it declares none."""
-    a = da.attrs
-    lo = hi = None
-    try:
-        if "valid_range" in a:
-            lo, hi = (float(v) for v in np.ravel(a["valid_range"])[:2])
-        if "valid_min" in a:
-            lo = float(np.ravel(a["valid_min"])[0])
-        if "valid_max" in a:
-            hi = float(np.ravel(a["valid_max"])[0])
-    except (TypeError, ValueError):
-        return None
-    if lo is None and hi is None:
-        return None
-    scale = float(da.encoding.get("scale_factor", 1.0))
-    offset = float(da.encoding.get("add_offset", 0.0))
-    lo = None if lo is None else lo * scale + offset
-    hi = None if hi is None else hi * scale + offset
-    if lo is not None and hi is not None and not lo < hi:
-        return None
-    return lo, hi
-
-
 def _conservation_of(
     da: xr.DataArray, plan: _Plan
 ) -> tuple[ConserveMode | None, tuple[float | None, float | None] | None, bool]:
@@ -640,46 +402,10 @@ def _conservation_of(
     the additive step could leave it, and readers that honour the range would then mask
     values and break the conservation without a word.
     """
-    valid = _valid_range(da)
+    valid = valid_range(da)
     if valid is not None and plan.mode == "additive" and plan.bounds is None:
         return "bounded", valid, True
     return plan.mode, plan.bounds, False
-
-
-def _range_attrs(
-    res: xr.DataArray,
-    da: xr.DataArray,
-    mode: ConserveMode | None,
-    bounds: tuple[float | None, float | None] | None,
-) -> None:
-    """Keep on ``res`` only the range attributes that remain true (in place).
-
-    ``actual_range`` (the input's extremes) goes; ``valid_*`` stay where the operator keeps
-    the values inside them, in data units when the output is no longer packed.
-    """
-    res.attrs.pop("actual_range", None)
-    valid = _valid_range(da)
-    if valid is None:
-        return
-    lo, hi = valid
-    glo = bounds[0] if mode == "bounded" and bounds else (0.0 if mode == "multiplicative" else None)
-    ghi = bounds[1] if mode == "bounded" and bounds else None
-    kept = (lo is None or (glo is not None and glo >= lo)) and (
-        hi is None or (ghi is not None and ghi <= hi)
-    )
-    packed = "scale_factor" in da.encoding or "add_offset" in da.encoding
-    for k in _VALID_ATTRS:
-        res.attrs.pop(k, None)
-    if kept:
-        dt = res.dtype
-        if lo is not None:
-            res.attrs["valid_min"] = (
-                np.array(lo, dt) if packed else da.attrs.get("valid_min", np.array(lo, dt))
-            )
-        if hi is not None:
-            res.attrs["valid_max"] = (
-                np.array(hi, dt) if packed else da.attrs.get("valid_max", np.array(hi, dt))
-            )
 
 
 def _check_field(
@@ -770,20 +496,20 @@ def _downscale_variable(
     res.attrs.update(plan.xsr_attrs)
     if ranged:
         res.attrs.update(xsr_conserve="bounded", xsr_bounds=str(bounds))
-    _range_attrs(res, da, mode, bounds)
+    range_attrs(res, da, mode, bounds)
     res.encoding = {
         k: v
         for k, v in da.encoding.items()
-        if k in (*_DATA_ENCODING, "grid_mapping", "cell_measures", "coordinates")
+        if k in (*DATA_ENCODING, "grid_mapping", "cell_measures", "coordinates")
     }
     if "dtype" in res.encoding and np.dtype(res.encoding["dtype"]).kind in "iu":
         # packed integers cannot hold the refined values faithfully
         for k in ("dtype", "scale_factor", "add_offset", "_FillValue"):
             res.encoding.pop(k, None)
     if not want:
-        return _dataarray(res)
-    extras = _extra_vars(res, parts[1:], da, name, want)  # links res to <name>_std
-    return {name: _dataarray(res), **extras}
+        return dataarray(res)
+    extras = extra_vars(res, parts[1:], da, name, want)  # links res to <name>_std
+    return {name: dataarray(res), **extras}
 
 
 # ------------------------------------------------------------------------------------------
@@ -911,7 +637,7 @@ def downscale(
         )
     one = functools.partial(_downscale_variable, plan=plan)
     area = _fine_area(obj, g, f, plan.weights, weights)
-    return _assemble(obj, g, one, coords, bvars, area, plan.history)
+    return assemble(obj, g, one, coords, bvars, area, plan.history)
 
 
 #: ``xsr_role`` of the cell-area coordinate that a DataArray on a curvilinear grid gets from
@@ -938,7 +664,7 @@ def _fine_area(
         fa = w if auto and w is not None else fine_weights("auto", g, f, obj)[0]
         assert fa is not None
         taken = {str(n) for n in (*obj.coords, *obj.dims)}
-        name = _unique("cell_area", taken)
+        name = unique_name("cell_area", taken)
         attrs = {
             "standard_name": "cell_area",
             "long_name": "area of the grid cells",
@@ -947,15 +673,6 @@ def _fine_area(
         }
         return name, xr.Variable((g.ydim, g.xdim), fa, attrs)
     return None
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    """``name``, or ``name_1``, ``name_2``, ... the first not in ``taken``."""
-    k, out = 0, name
-    while out in taken:
-        k += 1
-        out = f"{name}_{k}"
-    return out
 
 
 def coarsen(
@@ -1028,9 +745,9 @@ def coarsen(
     plan = _coarsen_plan(obj, g, f, weights)
     coords, bvars = coarse_coords(obj, g, f, plan.pad_y, plan.pad_x)
     area = _coarse_area(obj, plan)
-    line = _history_line("coarsen", {"factor": f, "boundary": boundary})
+    line = history_line("coarsen", {"factor": f, "boundary": boundary})
     one = functools.partial(_coarsen_variable, plan=plan)
-    return _assemble(obj, g, one, coords, bvars, area, line)
+    return assemble(obj, g, one, coords, bvars, area, line)
 
 
 # ------------------------------------------------------------------------------------------
