@@ -75,3 +75,13 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, broken):
     r = _lint(root)
     assert r.returncode != 0, r.stdout
     assert f"{broken}" in r.stdout and "BROKEN" in r.stdout, r.stdout
+
+
+def test_moved_pipeline_names_still_work_with_a_deprecation_warning():
+    import xsr.methods.base as base
+    from xsr.methods import pipeline
+
+    with pytest.warns(DeprecationWarning, match="moved to xsr.methods.pipeline.fill_nan"):
+        assert base.fill_nan is pipeline.fill_nan
+    with pytest.raises(AttributeError):
+        _ = base.no_such_name

@@ -126,3 +126,24 @@ class Method:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({opts})"
+
+
+#: Names that lived here before the pipeline moved to :mod:`xsr.methods.pipeline`.
+_MOVED = ("Downscaled", "block_any", "downscale_array", "fill_nan")
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated access to the pipeline's names through this module (0.1 compatibility)."""
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"xsr.methods.base.{name} moved to xsr.methods.pipeline.{name}; import it from "
+            "there (xsr.methods.downscale_array stays as it is)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # by name at run time: the interface does not depend on the pipeline
+        return getattr(importlib.import_module("xsr.methods.pipeline"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
