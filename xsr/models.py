@@ -9,12 +9,8 @@
 * otherwise the value is a registry name (:func:`list_models`), resolved by
   :func:`fetch_model`.
 
-:func:`fetch_model` looks in this order:
-
-1. ``XSR_MODEL_DIR``: a directory holding ``<name>.pt`` files (offline override; no network).
-2. The cache, ``XSR_CACHE_DIR/models`` (default ``pooch.os_cache("xsr")/models``).
-3. A download with :mod:`pooch` from the registered URL, checked against its sha256.
-   ``XSR_OFFLINE=1`` forbids this step.
+:func:`fetch_model` looks in ``XSR_MODEL_DIR``, then the cache, then downloads with pooch
+(checked against the sha256; ``XSR_OFFLINE=1`` forbids it): see :mod:`xsr.nn.published`.
 
 Teams publish their own weights with :func:`register_model` (a URL and its sha256).  None is
 published with xsr yet.  The registry itself lives in :mod:`xsr.nn.published`, below the
