@@ -139,3 +139,15 @@ def test_dataarray_keeps_a_cell_measures_area():
     assert_conserves(fine, da, 2)
     back = fine.sr.coarsen(factor=2)
     np.testing.assert_allclose(back.areacello.values, area.values, rtol=1e-14)
+
+
+def test_a_record_whose_bounds_variable_was_changed_is_ignored():
+    ds = _irregular(LATS["irregular"])
+    fine = ds.sr.downscale(factor=2)
+    moved = fine.copy()
+    moved["lat_bnds"] = fine["lat_bnds"] + 0.01  # edited after downscale
+    back = moved.sr.coarsen(factor=2)
+    mb = moved["lat_bnds"].values
+    # the coarse cells are those of the edited bounds, not the recorded ones
+    np.testing.assert_array_equal(back["lat_bnds"].values, np.stack([mb[::2, 0], mb[1::2, 1]], 1))
+    assert not np.array_equal(back.lat.values, ds.lat.values)

@@ -254,6 +254,27 @@ def _read_record(coord: xr.DataArray, kind: str) -> Record | None:
 
 @dataclass
 class Grid:
+    """The horizontal grid of a Dataset or DataArray, as xsr reads it (:func:`describe`).
+
+    Attributes
+    ----------
+    ydim, xdim : str
+        The horizontal dimensions; ``ny``, ``nx`` their sizes.
+    kind : {"lonlat", "rotated", "projected", "curvilinear", "index"}
+        How cell areas are computed (``"index"``: no coordinates, uniform).
+    ycoord, xcoord, ycentres, xcentres, ykind, xkind
+        The 1-D dimension coordinates (float64 centres) and their kinds.
+    ybounds, xbounds : ndarray ``(n, 2)``
+        Their bounds: from the CF bounds variable (``ybounds_name``), the refinement
+        record (``yrecord``) or inferred; ``ybounds_given`` as given (their dtype).
+    lat2d, lon2d, lat_c, lon_c, lat_v, lon_v
+        2-D latitude/longitude: names, centres ``(ny, nx)`` and corners ``(ny+1, nx+1)``.
+    area_name : str or None
+        The CF ``cell_measures`` area variable on the grid.
+    other_spatial_coords : list of str
+        Other coordinates on the grid (dropped from results, with a warning).
+    """
+
     ydim: str
     xdim: str
     ny: int
@@ -416,6 +437,11 @@ def describe(obj: XrObj, ydim: str, xdim: str) -> Grid:
         g.xrecord = _read_record(obj[xdim], kx)
         g.ybounds, g.ybounds_name = _bounds_1d(obj, ydim, ky, g.yrecord)
         g.xbounds, g.xbounds_name = _bounds_1d(obj, xdim, kx, g.xrecord)
+        # a bounds variable changed since downscale wrote it outranks the record
+        if g.yrecord is not None and not np.array_equal(g.yrecord.refine(ky)[1], g.ybounds):
+            g.yrecord = None
+        if g.xrecord is not None and not np.array_equal(g.xrecord.refine(kx)[1], g.xbounds):
+            g.xrecord = None
         g.yvalues, g.xvalues = np.asarray(obj[ydim].values), np.asarray(obj[xdim].values)
         g.ybounds_given = _given_bounds(obj, ydim, g.ybounds_name, g.ybounds)
         g.xbounds_given = _given_bounds(obj, xdim, g.xbounds_name, g.xbounds)
