@@ -54,12 +54,17 @@ class Method:
         their valid neighbours, over ``halo + 1`` cells; the output is masked again afterwards.
     stochastic : bool
         True when the result depends on a random seed.
+    uses_guide : bool
+        True when the method takes fine-scale covariates (``guide=`` of
+        :func:`xsr.downscale`): :meth:`upscale` then gets them as ``context["guide"]``.  A
+        guide given to a method that does not use one is an error.
     """
 
     name: ClassVar[str] = "method"
     halo: ClassVar[int] = 0
     handles_nan: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
+    uses_guide: ClassVar[bool] = False
 
     def upscale(self, x: torch.Tensor, factor: int, **context: Any) -> torch.Tensor | Upscaled:
         """Return the first-guess fine field (and, optionally, samples of it).
@@ -71,8 +76,14 @@ class Method:
         factor : int
             Refinement factor (>= 2).
         **context
-            ``weights`` (fine cell weights) and ``mask`` (valid fine cells), for methods that
-            use them; others ignore them.
+            ``weights`` (fine cell weights, broadcastable to ``(..., ny*factor, nx*factor)``,
+            or None) and ``mask`` (valid fine cells, or None), given to methods that handle
+            NaN or use a guide; ``guide`` (methods with :attr:`uses_guide`, when the call
+            has one): a finite tensor of shape ``(..., C, ny*factor, nx*factor)`` whose
+            leading dims are those of ``x`` (a static guide is broadcast over them), in the
+            dtype and on the device of ``x``, holding the ``C`` covariates on the fine grid
+            (with the same periodic halo as ``x``); ``guide_names``: their names, a tuple of
+            ``C`` strings.
 
         Returns
         -------

@@ -117,6 +117,8 @@ def downscale_array(
     dtype: str | None = None,
     name: str = "input",
     extras: bool = False,
+    guide: Any = None,
+    guide_names: tuple[str, ...] | None = None,
     **method_options: Any,
 ) -> Any:
     """Downscale an array by ``factor`` along its last two axes, conservatively.
@@ -146,6 +148,12 @@ def downscale_array(
     extras : bool, default False
         Return a :class:`Downscaled` with the spread and the members of methods that return
         samples (:class:`Upscaled`), instead of the field alone.
+    guide : array, optional
+        Fine-scale covariates for methods that use them (:attr:`Method.uses_guide`), shape
+        ``(C, ny*f, nx*f)`` (static) or ``(..., C, ny*f, nx*f)`` with the leading dims of
+        ``x``; finite everywhere (fill missing values first).
+    guide_names : tuple of str, optional
+        Names of the ``C`` covariates (default ``guide0``, ``guide1``, ...).
     **method_options
         Options for the method (when ``method`` is a name).
 
@@ -201,6 +209,20 @@ def downscale_array(
     if g > h:
         xin = xin[..., g - h : xin.shape[-1] - (g - h)]
 
+    ny, nx = xt.shape[-2:]
+    gt = _check_guide(guide, m, xt, f, name)
+    if gt is not None:
+        gt = gt.to(device=dev, dtype=work)
+        gt = _wrap_fine(gt, h * f, dev)
+        names = (
+            tuple(guide_names) if guide_names else tuple(f"guide{i}" for i in range(gt.shape[-3]))
+        )
+        if len(names) != gt.shape[-3]:
+            raise ShapeError(
+                f"guide_names has {len(names)} names for {gt.shape[-3]} guide channels; give "
+                "one name per channel"
+            )
+
     fine_mask = None
     if mask is not None:
         fine_mask = torch.as_tensor(
@@ -208,11 +230,15 @@ def downscale_array(
         )
         fine_mask = fine_mask.to(device=dev, dtype=torch.bool)
     context: dict[str, Any] = {}
-    if m.handles_nan:
+    if m.handles_nan or gt is not None:
         context = {
             "weights": _wrap_fine(weights, h * f, dev),
             "mask": _wrap_fine(fine_mask, h * f, dev),
         }
+    if gt is not None:
+        lead_in = tuple(xin.shape[:-2])
+        context["guide"] = gt.expand(*lead_in, *gt.shape[-3:]) if gt.ndim == 3 else gt
+        context["guide_names"] = names
     with torch.no_grad():
         res = m.upscale(xin, f, **context)
     members = None
@@ -224,7 +250,6 @@ def downscale_array(
         y = y[..., h * f : -h * f]
         if members is not None:
             members = members[..., h * f : -h * f]
-    ny, nx = xt.shape[-2:]
     if tuple(y.shape[-2:]) != (ny * f, nx * f):
         raise MethodError(
             f"method {m!r} returned shape {tuple(y.shape)}, expected (..., {ny * f}, {nx * f})"
@@ -294,6 +319,37 @@ def downscale_array(
         members = members.to(final)
         std = None if std is None else std.to(final)
     return Downscaled(fine=_ret(out), std=_ret(std), members=_ret(members))
+
+
+def _check_guide(guide: Any, m: Method, x: torch.Tensor, f: int, name: str) -> Any:
+    """The guide as a tensor ``(C, NY, NX)`` or ``(*lead, C, NY, NX)``, checked; or None."""
+    import torch
+
+    if guide is None:
+        return None
+    if not getattr(m, "uses_guide", False):
+        raise MethodError(
+            f"method {getattr(m, 'name', m)!r} does not use a guide (fine-scale covariates); "
+            "methods that do: 'regression', 'dip', 'dip-ensemble', 'cnn' with a model trained "
+            "on guides. Fix: pick one of them, or leave guide= out"
+        )
+    g = torch.as_tensor(np.asarray(guide) if not isinstance(guide, torch.Tensor) else guide)
+    fine = (x.shape[-2] * f, x.shape[-1] * f)
+    lead = tuple(x.shape[:-2])
+    if g.ndim < 3 or tuple(g.shape[-2:]) != fine or (g.ndim > 3 and tuple(g.shape[:-3]) != lead):
+        raise ShapeError(
+            f"guide of {name} has shape {tuple(g.shape)}; allowed: (C, {fine[0]}, {fine[1]}) "
+            f"(static) or ({', '.join(map(str, lead))}{', ' if lead else ''}C, {fine[0]}, "
+            f"{fine[1]}) (with the leading dims of the field)"
+        )
+    if not g.is_floating_point():
+        g = g.to(torch.float64)
+    if not bool(torch.isfinite(g).all()):
+        raise InputValueError(
+            f"guide of {name} holds NaN or infinite values; fill them first (xsr.downscale "
+            "fills missing guide cells from their neighbours)"
+        )
+    return g
 
 
 def block_any(mask: torch.Tensor, factor: int) -> torch.Tensor:
