@@ -58,12 +58,14 @@ from .cfgrid import (
 from .exceptions import (
     DtypeError,
     InputValueError,
+    MethodError,
     OptionError,
     ShapeError,
 )
+from .guides import FINE_X, FINE_Y, GUIDE_DIM, Guides, prepare_guides
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Hashable, Sequence
 
     from .conserve import ConserveMode
     from .methods.base import Method
@@ -180,6 +182,7 @@ class _Plan:
     n_members: int
     xsr_attrs: dict[str, Any]
     history: str
+    guides: Guides | None = None  # the covariates on the output grid (guide=)
 
 
 def _plan(
@@ -196,6 +199,7 @@ def _plan(
     device: Any,
     dtype: Any,
     tile_size: Any,
+    guide: Any = None,
 ) -> _Plan:
     """Validate the remaining options against the grid and decide how to run."""
     from ._validate import check_bool
@@ -233,7 +237,18 @@ def _plan(
             "result cannot hold; pass a Dataset instead: da.to_dataset().sr.downscale(...)"
         )
     name = getattr(m, "name", str(m))
+    guides = None
+    if guide is not None:
+        if not getattr(m, "uses_guide", False):
+            raise MethodError(
+                f"method {name!r} does not use a guide (fine-scale covariates); methods that "
+                f"do: {[n for n in _guided_methods()]} (and 'cnn' with a model trained on "
+                "guides). Fix: pick one of them, or leave guide= out"
+            )
+        guides = prepare_guides(guide, obj, g, f)
     args: dict[str, Any] = {"factor": f, "method": name, "conserve": mode}
+    if guides is not None:
+        args["guide"] = list(guides.names)
     if bounds is not None:
         args["bounds"] = bounds
     args.update(m.options())
@@ -250,6 +265,8 @@ def _plan(
         # netCDF attributes hold numbers and strings, not booleans or None
         ok = isinstance(v, int | float | str) and not isinstance(v, bool)
         xsr_attrs[f"xsr_{k}"] = v if ok else str(v)
+    if guides is not None:
+        xsr_attrs["xsr_guide"] = guides.describe()
     return _Plan(
         grid=g,
         factor=f,
@@ -270,6 +287,7 @@ def _plan(
         n_members=int(getattr(m, "n_members", 0)),
         xsr_attrs=xsr_attrs,
         history=history_line("downscale", args),
+        guides=guides,
     )
 
 
@@ -352,7 +370,7 @@ def _available_memory() -> int | None:
 
 def _downscale_block(
     x: np.ndarray,
-    *,
+    *guide: np.ndarray,
     plan: _Plan,
     label: str,
     dtype: str,
@@ -376,6 +394,11 @@ def _downscale_block(
         "name": label,
         "extras": bool(want),
     }
+    if guide:
+        gv = guide[0]  # (..., C, NY, NX), leading dims of 1 where the field has more
+        assert plan.guides is not None
+        kwargs["guide"] = gv
+        kwargs["guide_names"] = plan.guides.names
     if plan.tiled:
         r = _run_tiled(
             x, tile_size=plan.tile_size, tile_weights=plan.tile_weights, want=want, **kwargs
@@ -390,6 +413,36 @@ def _downscale_block(
     if "members" in want:
         outs.append(np.moveaxis(r.members, 0, -3))  # member before (y, x)
     return tuple(outs)
+
+
+def _guide_for(da: xr.DataArray, name: str, plan: _Plan) -> xr.Variable:
+    """The guide array for one variable: its non-spatial dims must be the variable's."""
+    assert plan.guides is not None
+    v = plan.guides.variable
+    extra = [d for d in plan.guides.lead_dims if d not in da.dims]
+    if extra:
+        raise ShapeError(
+            f"the guides vary along {extra}, which variable {name!r} does not have; give "
+            f"static guides, or downscale the variables with {extra} separately"
+        )
+    if v.chunks is not None:  # the fine grid and the channels in one chunk
+        v = v.chunk({GUIDE_DIM: -1, FINE_Y: -1, FINE_X: -1})
+    return v
+
+
+def _guided_methods() -> list[str]:
+    """Names of the registered methods that take a guide."""
+    from .methods.registry import get_method, list_methods
+
+    out = []
+    for n in list_methods():
+        try:
+            cls = type(get_method(n)) if n != "cnn" else None
+        except Exception:
+            continue
+        if cls is not None and getattr(cls, "uses_guide", False):
+            out.append(n)
+    return out
 
 
 def _conservation_of(
@@ -469,10 +522,15 @@ def _downscale_variable(
     if "members" in want:
         core.append(["member", ydim, xdim])
         sizes["member"] = plan.n_members
+    inputs = [da.variable]
+    core_in = [[ydim, xdim]]
+    if plan.guides is not None:
+        inputs.append(_guide_for(da, name, plan))
+        core_in.append([GUIDE_DIM, FINE_Y, FINE_X])
     res_all = xr.apply_ufunc(
         _downscale_block,
-        da.variable,
-        input_core_dims=[[ydim, xdim]],
+        *inputs,
+        input_core_dims=core_in,
         output_core_dims=core,
         exclude_dims={ydim, xdim},
         dask="allowed" if plan.tiled else "parallelized",  # tiled: xsr.tiling builds the graph
@@ -529,6 +587,7 @@ def downscale(
     device: str | None = None,
     dtype: str | None = None,
     tile_size: int | None = None,
+    guide: xr.DataArray | xr.Dataset | Sequence[xr.DataArray] | None = None,
     **method_options: Any,
 ) -> XrObj:
     """Downscale every variable on the horizontal grid by ``factor``, conservatively.
@@ -571,6 +630,17 @@ def downscale(
         per chunk without ``tile_size``).  Every coarse cell stays exactly conserved, seams
         included; deterministic methods give the untiled result to round-off, and the result
         stays lazy.  See :mod:`xsr.tiling`.
+    guide : DataArray, Dataset or sequence of DataArrays, optional
+        Fine-scale covariates for methods that use them (``"regression"``, ``"dip"``,
+        ``"dip-ensemble"``, ``"cnn"`` with a model trained on guides): terrain height for
+        temperature, sea-surface temperature for sea-surface height...  Each is static
+        (horizontal dims only) or shares the data's other dims (e.g. a daily SST), on the
+        output grid or on any grid that covers the domain: it is brought onto the output
+        grid (reordered if it is the output grid, area-weighted block mean if its grid
+        refines the output grid by an integer, bilinear interpolation otherwise), its
+        missing cells are filled from their neighbours, and what was done is recorded in
+        the ``xsr_guide`` attribute.  See :mod:`xsr.guides` and the guide "Guided
+        downscaling" in the docs.
     **method_options
         Options of the method, e.g. ``members=10`` for ``"dip-ensemble"``.
 
@@ -626,6 +696,7 @@ def downscale(
         device=device,
         dtype=dtype,
         tile_size=tile_size,
+        guide=guide,
     )
     _check_names(obj, g, plan)
     coords, bvars = fine_coords(obj, g, f)

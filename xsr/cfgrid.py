@@ -43,6 +43,7 @@ __all__ = [
     "fine_weights",
     "grid_variables",
     "mask_arrays",
+    "match_labels",
     "select_variables",
     "spatial_dims",
 ]
@@ -519,18 +520,25 @@ def _refine_bounds(g: Grid, axis: Literal["y", "x"], factor: int) -> np.ndarray:
     return grid.refine_1d(centres, factor, bounds=bounds, kind=kind)[1]
 
 
-def _label_order(
-    labels: np.ndarray, target: np.ndarray, *, kind: str, what: str, dim: str, grid_name: str
-) -> np.ndarray | None:
-    """Indices that put ``labels`` in the order of ``target`` (None: already the same).
+def match_labels(
+    labels: np.ndarray, target: np.ndarray, *, kind: str
+) -> tuple[np.ndarray | None, int | None]:
+    """Indices that put ``labels`` in the order of ``target``.
 
-    Labels match when they differ by less than a thousandth of the smallest cell (so that
-    float32-stored labels match their float64 grid); longitudes match modulo 360.
+    Labels match when they differ by less than a thousandth of the smallest cell of
+    ``target`` (so that float32-stored labels match their float64 grid); longitudes match
+    modulo 360.
+
+    Returns
+    -------
+    (indices, bad)
+        ``indices`` (None when the labels are ``target`` already) and ``bad``: None when every
+        target label has its own match, else the index of a target label without one.
     """
     v = np.asarray(labels, np.float64)
     t = np.asarray(target, np.float64)
     if v.shape == t.shape and np.array_equal(v, t):
-        return None
+        return None, None
     steps = np.abs(np.diff(t))
     tol = 1e-3 * float(steps.min()) if steps.size and steps.min() > 0 else 1e-9
     period = 360.0 if kind == "longitude" else None
@@ -552,11 +560,26 @@ def _label_order(
         dist = np.where(better, d, dist)
     idx = order[best]
     bad = dist > tol
-    if bad.any() or np.unique(idx).size != idx.size:
-        k = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+    if bad.any():
+        return idx, int(np.flatnonzero(bad)[0])
+    if np.unique(idx).size != idx.size:
+        return idx, 0
+    return idx, None
+
+
+def _label_order(
+    labels: np.ndarray, target: np.ndarray, *, kind: str, what: str, dim: str, grid_name: str
+) -> np.ndarray | None:
+    """Indices that put ``labels`` in the order of ``target`` (None: already the same);
+    an error naming the fix when they do not match (:func:`match_labels`)."""
+    idx, bad = match_labels(labels, target, kind=kind)
+    if bad is not None:
+        assert idx is not None
+        v = np.asarray(labels, np.float64)
+        t = np.asarray(target, np.float64)
         raise CoordinateError(
-            f"the {dim!r} labels of {what} do not match the {grid_name} grid: {float(t[k])!r} "
-            f"has no match (nearest {float(v[idx[k]])!r}); {what} is aligned by its "
+            f"the {dim!r} labels of {what} do not match the {grid_name} grid: {float(t[bad])!r} "
+            f"has no match (nearest {float(v[idx[bad]])!r}); {what} is aligned by its "
             f"coordinates, not by position: bring it onto the grid first (e.g. "
             f"{what}.interp_like(ds, method='nearest')), or, if it is on the same grid with "
             f"other labels, replace them: {what}.assign_coords({dim}=ds[{dim!r}])"

@@ -298,6 +298,7 @@ class _Plan:
     extras: tuple[str, ...]
     n_members: int
     out_dtype: Any
+    guide_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -401,6 +402,7 @@ def _call(
     xb: np.ndarray,
     wb: np.ndarray | None,
     mb: np.ndarray | None,
+    gb: np.ndarray | None,
     plan: _Plan,
     dev: str,
     method: Method | None = None,
@@ -420,7 +422,7 @@ def _call(
     nt = xb.shape[0]
     message = ""
     if nt > limit.get("max", nt):
-        return _split_call(xb, wb, mb, plan, dev, m, limit, message)
+        return _split_call(xb, wb, mb, gb, plan, dev, m, limit, message)
     try:
         r = pipeline.downscale_array(
             xb,
@@ -435,6 +437,8 @@ def _call(
             dtype=plan.dtype,
             name=plan.name,
             extras=True,
+            guide=gb,
+            guide_names=plan.guide_names or None,
         )
     except torch.OutOfMemoryError as err:
         message = str(err)
@@ -445,13 +449,14 @@ def _call(
     if dev.startswith("cuda"):
         torch.cuda.empty_cache()
     limit["max"] = min(limit.get("max", nt), nt - 1)
-    return _split_call(xb, wb, mb, plan, dev, m, limit, message)
+    return _split_call(xb, wb, mb, gb, plan, dev, m, limit, message)
 
 
 def _split_call(
     xb: np.ndarray,
     wb: np.ndarray | None,
     mb: np.ndarray | None,
+    gb: np.ndarray | None,
     plan: _Plan,
     dev: str,
     m: Method,
@@ -473,6 +478,7 @@ def _split_call(
             xb[sl],
             None if wb is None or wb.shape[0] == 1 else wb[sl],
             None if mb is None or mb.shape[0] == 1 else mb[sl],
+            None if gb is None else gb[sl],
             plan,
             dev,
             m,
@@ -491,6 +497,7 @@ def _block(
     wy: np.ndarray | None,
     wx: np.ndarray | None,
     fmask: np.ndarray | None,
+    guide: np.ndarray | None,
     iy: np.ndarray,
     ix: np.ndarray,
     *,
@@ -500,9 +507,10 @@ def _block(
     """Downscale one block: ``x`` ``(..., ay, ax)`` with halos -> ``(K?, ..., cy*f, cx*f)``.
 
     ``iy``/``ix`` are the global indices of the block's own (core) coarse cells; the halos
-    that ``x`` (and the fine ``w2``/``wy``/``wx``/``fmask``) hold around them follow from the
-    plan.  With extras the outputs are stacked on a new first axis: the field, then the
-    spread (``"std"``) and the members (``"members"``).
+    that ``x`` (and the fine ``w2``/``wy``/``wx``/``fmask``, and the ``guide``, static
+    ``(C, fy, fx)`` or ``(..., C, fy, fx)`` with the leading dims of ``x``) hold around them
+    follow from the plan.  With extras the outputs are stacked on a new first axis: the
+    field, then the spread (``"std"``) and the members (``"members"``).
     """
     f = plan.factor
     ay, ax = plan.ay, plan.ax
@@ -525,7 +533,7 @@ def _block(
 
     # every (ty, tx) pair is a tile; gather the windows
     pairs = [(i, j) for i in range(len(ty.starts)) for j in range(len(tx.starts))]
-    xs, ws, ms, todo = [], [], [], []
+    xs, ws, ms, gs, todo = [], [], [], [], []
     for i, j in pairs:
         xt = _take(x, -2, ty.starts[i], ty.width, vy0, py)
         xt = _take(xt, -1, tx.starts[j], tx.width, vx0, px)
@@ -543,6 +551,9 @@ def _block(
         if fmask is not None:
             mt = _fine_take(fmask, -2, ty.starts[i], ty.width, vy0, py, f)
             ms.append(_fine_take(mt, -1, tx.starts[j], tx.width, vx0, px, f))
+        if guide is not None:
+            gt = _fine_take(guide, -2, ty.starts[i], ty.width, vy0, py, f)
+            gs.append(_fine_take(gt, -1, tx.starts[j], tx.width, vx0, px, f))
 
     shape = (*lead, cy, cx)
     fine = np.full(shape, np.nan, dtype=np.float64 if not det else out_dt)
@@ -563,6 +574,11 @@ def _block(
         xb_all = np.stack(xs)
         wb_all = None if not ws else np.stack(ws).reshape(len(ws), *([1] * nd), *ws[0].shape)
         mb_all = None if not ms else np.stack(ms).reshape(len(ms), *([1] * nd), *ms[0].shape)
+        gb_all = None
+        if gs:  # (T, ..., C, fy, fx): a static guide gets leading dims of 1
+            gb_all = np.stack(gs)
+            if gb_all.ndim == 4 and nd:
+                gb_all = gb_all.reshape(len(gs), *([1] * nd), *gb_all.shape[1:])
         per_tile = int(np.prod(xb_all.shape[1:])) * f * f
         step = len(todo) if dev.startswith("cuda") else max(1, CPU_BATCH_CELLS // per_tile)
         limit: dict[str, int] = {}
@@ -572,6 +588,7 @@ def _block(
                 xb_all[sl],
                 None if wb_all is None else wb_all[sl],
                 None if mb_all is None else mb_all[sl],
+                None if gb_all is None else gb_all[sl],
                 plan,
                 dev,
                 method,
@@ -722,6 +739,8 @@ def downscale_tiled(
     dtype: str | None = None,
     name: str = "input",
     extras: tuple[Extra, ...] = (),
+    guide: Any = None,
+    guide_names: tuple[str, ...] | None = None,
     **method_options: Any,
 ) -> Any:
     """Downscale ``x`` tile by tile (and chunk by chunk), conserving every coarse cell.
@@ -761,6 +780,12 @@ def downscale_tiled(
         Name used in error messages.
     extras : tuple of {"std", "members"}
         Extra outputs of ensemble methods to return as well.
+    guide : numpy.ndarray or dask.array.Array, optional
+        Fine-scale covariates for methods that use them, ``(C, ny*f, nx*f)`` (static) or
+        ``(..., C, ny*f, nx*f)`` with the leading dims of ``x``; cut into the same tiles and
+        halos as ``x``.
+    guide_names : tuple of str, optional
+        Their names.
     **method_options
         Options of the method (when ``method`` is a name).
 
@@ -847,16 +872,31 @@ def downscale_tiled(
         extras=want,
         n_members=n_members,
         out_dtype=out_dtype.str,
+        guide_names=tuple(guide_names or ()),
     )
     w2, wy, wx = _split_weights(weights, ny * f, nx * f)
     fmask = None if mask is None else np.asarray(mask, dtype=bool)
     if fmask is not None and fmask.shape != (ny * f, nx * f):
         raise OptionError(f"mask must have shape {(ny * f, nx * f)}, got {fmask.shape}")
 
+    if guide is not None:
+        gshape = tuple(guide.shape)
+        if (
+            len(gshape) < 3
+            or gshape[-2:] != (ny * f, nx * f)
+            or (len(gshape) > 3 and gshape[:-3] != tuple(x.shape[:-2]))
+        ):
+            raise OptionError(
+                f"guide must have shape (C, {ny * f}, {nx * f}) or (..., C, {ny * f}, "
+                f"{nx * f}) with the leading dims of x {tuple(x.shape[:-2])}, got {gshape}"
+            )
     if not is_dask:
-        res = _block(np.asarray(x), w2, wy, wx, fmask, np.arange(ny), np.arange(nx), plan=plan)
+        g_np = None if guide is None else np.asarray(guide)
+        res = _block(
+            np.asarray(x), w2, wy, wx, fmask, g_np, np.arange(ny), np.arange(nx), plan=plan
+        )
     else:
-        res = _dask_tiled(x, w2, wy, wx, fmask, plan, ychunks, xchunks)
+        res = _dask_tiled(x, w2, wy, wx, fmask, guide, plan, ychunks, xchunks)
     if not want:
         return res
     parts = [res[0]]
@@ -902,6 +942,7 @@ def _dask_tiled(
     wy: np.ndarray | None,
     wx: np.ndarray | None,
     fmask: np.ndarray | None,
+    guide: Any,
     plan: _Plan,
     ychunks: tuple[int, ...],
     xchunks: tuple[int, ...],
@@ -950,6 +991,17 @@ def _dask_tiled(
         args += [halo(da.from_array(fmask, chunks=(fyc, fxc)), (0, 1), f), (iy_l, ix_l)]
     else:
         args += [None, None]
+    if guide is not None:
+        # the channels in one chunk (a contracted index, passed whole); the leading dims
+        # chunked as x's, the fine grid as x's times the factor, with the same halos
+        c_l = nd + 1
+        g = guide if _is_dask(guide) else da.from_array(guide)
+        gl = g.ndim - 3
+        gchunks = (*x.chunks[:gl], -1, fyc, fxc)
+        g = halo(g.rechunk(gchunks), (g.ndim - 2, g.ndim - 1), f)
+        args += [g, (*lead[:gl], c_l, iy_l, ix_l)]
+    else:
+        args += [None, None]
     args += [da.arange(plan.ay.n, chunks=(ychunks,)), (iy_l,)]
     args += [da.arange(plan.ax.n, chunks=(xchunks,)), (ix_l,)]
     # a method that its name and options do not rebuild travels as one graph key (sent to
@@ -985,13 +1037,14 @@ def _dask_tiled(
 
 
 def _block_task(*args: Any, plan: _Plan) -> np.ndarray:
-    x, w2, wy, wx, fmask, iy, ix, method = args
+    x, w2, wy, wx, fmask, guide, iy, ix, method = args
     return _block(
         np.asarray(x),
         None if w2 is None else np.asarray(w2),
         None if wy is None else np.asarray(wy),
         None if wx is None else np.asarray(wx),
         None if fmask is None else np.asarray(fmask),
+        None if guide is None else np.asarray(guide),
         np.asarray(iy),
         np.asarray(ix),
         plan=plan,

@@ -333,14 +333,25 @@ def _check_guide(guide: Any, m: Method, x: torch.Tensor, f: int, name: str) -> A
             "methods that do: 'regression', 'dip', 'dip-ensemble', 'cnn' with a model trained "
             "on guides. Fix: pick one of them, or leave guide= out"
         )
-    g = torch.as_tensor(np.asarray(guide) if not isinstance(guide, torch.Tensor) else guide)
+    if isinstance(guide, torch.Tensor):
+        g = guide
+    else:
+        a = np.asarray(guide)
+        g = torch.from_numpy(a if a.flags.writeable else a.copy())  # torch wants writable
     fine = (x.shape[-2] * f, x.shape[-1] * f)
     lead = tuple(x.shape[:-2])
-    if g.ndim < 3 or tuple(g.shape[-2:]) != fine or (g.ndim > 3 and tuple(g.shape[:-3]) != lead):
+    ok = g.ndim >= 3 and tuple(g.shape[-2:]) == fine
+    if ok and g.ndim > 3:
+        try:  # leading dims of 1 (or missing) are broadcast over the field's
+            g = g.expand(*lead, *g.shape[-3:]) if g.ndim - 3 <= len(lead) else g
+            ok = tuple(g.shape[:-3]) == lead
+        except RuntimeError:
+            ok = False
+    if not ok:
         raise ShapeError(
             f"guide of {name} has shape {tuple(g.shape)}; allowed: (C, {fine[0]}, {fine[1]}) "
             f"(static) or ({', '.join(map(str, lead))}{', ' if lead else ''}C, {fine[0]}, "
-            f"{fine[1]}) (with the leading dims of the field)"
+            f"{fine[1]}) (with the leading dims of the field, or 1)"
         )
     if not g.is_floating_point():
         g = g.to(torch.float64)
