@@ -489,12 +489,16 @@ def _check_field(
             "selection (e.g. a time range or region that matches nothing)"
         )
     units = da.attrs.get("units")
+    request: dict[str, Any] = {}
+    if plan.guides is not None:
+        request["guides"] = tuple(zip(plan.guides.names, plan.guides.units))
     plan.method.check_request(
         factor=plan.factor,
         conserve=mode,
         bounds=bounds,
         units=None if units is None else str(units),
         name=name,
+        **request,
     )
     if da.chunks is None and not np.isfinite(np.asarray(da.values)).any():
         raise InputValueError(

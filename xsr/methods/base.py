@@ -105,6 +105,7 @@ class Method:
         bounds: tuple[float | None, float | None] | None,
         units: str | None,
         name: str,
+        guides: tuple[tuple[str, str | None], ...] | None = None,
     ) -> None:
         """Refuse a request this method cannot serve, before anything is computed.
 
@@ -121,6 +122,9 @@ class Method:
             The variable's ``units`` attribute.
         name : str
             The variable, for messages.
+        guides : tuple of (name, units), optional
+            The guides of the call (given only when there are some, to methods that use
+            guides), e.g. for a network to check that they are the ones it was trained on.
         """
         return None
 
