@@ -156,6 +156,7 @@ class CNN(Method):
         bounds: tuple[float | None, float | None] | None,
         units: str | None,
         name: str,
+        guides: tuple[tuple[str, str | None], ...] | None = None,
     ) -> None:
         tm = self.trained
         tm.check_factor(factor)
