@@ -238,3 +238,43 @@ def test_a_global_guide_in_another_convention_reaches_the_seam():
     out = ds.sr.downscale(factor=4, method="guide-echo", guide=gg)
     assert "bilinear interpolation" in out["sst"].attrs["xsr_guide"]
     assert_conserves(out, ds, 4)
+
+
+def test_cli_and_batch_take_guides(tmp_path):
+    from xsr.cli import main
+
+    ds, f = _ds(), 2
+    guide = _fine_guide(ds, f)
+    ds.to_netcdf(tmp_path / "in.nc")
+    guide.to_dataset().to_netcdf(tmp_path / "elev.nc")
+    ref = ds.sr.downscale(factor=f, method="guide-echo", guide=guide)
+    assert (
+        main(
+            [
+                "downscale",
+                str(tmp_path / "in.nc"),
+                str(tmp_path / "out.nc"),
+                "-f",
+                "2",
+                "-m",
+                "guide-echo",
+                "--guide",
+                f"{tmp_path / 'elev.nc'}:elev",
+            ]
+        )
+        == 0
+    )
+    with xr.open_dataset(tmp_path / "out.nc") as out:
+        np.testing.assert_allclose(out["sst"].values, ref["sst"].values, atol=1e-12)
+        assert "elev:" in out["sst"].attrs["xsr_guide"]
+    # a batch job (zarr, resumable): the guide is part of the configuration
+    args = ["downscale", str(tmp_path / "in.nc"), str(tmp_path / "out.zarr"), "-f", "2",
+            "-m", "guide-echo", "--guide", str(tmp_path / "elev.nc"), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    with xr.open_zarr(tmp_path / "out.zarr") as out:
+        np.testing.assert_allclose(out["sst"].values, ref["sst"].values, atol=1e-12)
+        assert '"guide"' in out.attrs["xsr_config"]
+    other = [a if a != str(tmp_path / "elev.nc") else f"{tmp_path / 'elev.nc'}:elev" for a in args]
+    assert main([*other, "--resume"]) == 2  # another guide spec: not the same job
+    assert main(["downscale", str(tmp_path / "in.nc"), str(tmp_path / "o2.nc"), "-m",
+                 "guide-echo", "--guide", f"{tmp_path / 'elev.nc'}:nope"]) == 2  # fmt: skip

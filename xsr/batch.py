@@ -67,6 +67,7 @@ __all__ = [
     "BatchConfig",
     "default_chunks",
     "load_config",
+    "open_guides",
     "open_inputs",
     "parse_chunks",
     "resolve",
@@ -97,6 +98,7 @@ _RESULT_KEYS = (
     "method_options",
     "chunks",
     "tile_size",
+    "guide",
 )
 
 
@@ -118,6 +120,8 @@ class BatchConfig:
         Dask chunks of the input, ``{dim: size}`` (-1 for a whole dimension).
     tile_size : int or None
         Tile edge in fine cells (:mod:`xsr.tiling`).
+    guide : list of str or None
+        Fine-scale covariates, ``FILE`` or ``FILE:VAR`` each (:func:`open_guides`).
     scheduler : str or None
         Address or scheduler file of a ``dask.distributed`` cluster.
     resume, overwrite, progress, check : bool
@@ -138,6 +142,7 @@ class BatchConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     chunks: dict[str, int] = field(default_factory=dict)
     tile_size: int | None = None
+    guide: list[str] | None = None
     scheduler: str | None = None
     resume: bool = False
     overwrite: bool = False
@@ -319,6 +324,9 @@ def resolve(explicit: Mapping[str, Any], config: Mapping[str, Any] | None = None
     var = merged.pop("var", None)
     if isinstance(var, str):
         var = [var]
+    guide = merged.pop("guide", None)
+    if isinstance(guide, str):
+        guide = [guide]
     dims = merged.pop("dims", None)
     conserve = merged.pop("conserve", "additive")
     if isinstance(conserve, str) and conserve.lower() == "none":
@@ -332,6 +340,7 @@ def resolve(explicit: Mapping[str, Any], config: Mapping[str, Any] | None = None
         inputs=[str(p) for p in inputs],
         output=str(merged.pop("output")),
         var=None if var is None else [str(v) for v in var],
+        guide=None if not guide else [str(v) for v in guide],
         dims=None if dims is None else [str(d) for d in dims],
         conserve=conserve,
         method_options=opts,
@@ -392,6 +401,43 @@ def open_input(path: str, *, engine: str | None = None, **kwargs: Any) -> xr.Dat
         raise
     except Exception as e:
         raise _unreadable(path, e) from e
+
+
+def open_guides(specs: list[str]) -> list[xr.DataArray]:
+    """The guides named on the command line: ``FILE`` (its variables on a grid) or
+    ``FILE:VAR``, each opened lazily (netCDF or zarr).
+
+    Raises
+    ------
+    OptionError
+        A file that does not exist, or a variable that is not in it (naming those that are).
+    """
+    out: list[xr.DataArray] = []
+    for spec in specs:
+        path, var = str(spec), None
+        if not Path(path).exists() and ":" in path:
+            path, var = path.rsplit(":", 1)
+        if not Path(path).exists():
+            raise OptionError(
+                f"--guide {spec!r}: no file {path!r}; give FILE or FILE:VAR (e.g. "
+                "--guide elevation.nc:elevation)"
+            )
+        ds = open_inputs([path])
+        if var is not None:
+            if var not in ds.data_vars:
+                raise OptionError(
+                    f"--guide {spec!r}: {var!r} is not a variable of {path!r}; its variables "
+                    f"are {[str(n) for n in ds.data_vars]}"
+                )
+            out.append(ds[var])
+            continue
+        names = [n for n, v in ds.data_vars.items() if v.ndim >= 2 and v.dtype.kind in "biuf"]
+        bounds = {str(v.attrs.get("bounds")) for v in ds.variables.values()}
+        names = [n for n in names if str(n) not in bounds]
+        if not names:
+            raise OptionError(f"--guide {spec!r}: {path!r} holds no 2-D numeric variable")
+        out.extend(ds[n] for n in names)
+    return out
 
 
 def open_inputs(paths: list[str], *, var: list[str] | None = None) -> xr.Dataset:
@@ -902,6 +948,7 @@ def _run(cfg: BatchConfig, plan: str, stream: Any, t0: float) -> int:
             dims=dims,  # type: ignore[arg-type]
             device=cfg.device,
             tile_size=cfg.tile_size,
+            guide=open_guides(cfg.guide) if cfg.guide else None,
         )
         assert not isinstance(fine, type(None))
         fine.attrs["xsr_config"] = cfg.to_json()

@@ -120,6 +120,17 @@ def _build_parser() -> argparse.ArgumentParser:
             "registered name (xsr.models.list_models())"
         ),
     )
+    d.add_argument(
+        "--guide",
+        action="append",
+        default=None,
+        metavar="FILE[:VAR]",
+        help=(
+            "fine-scale covariate for guided methods (regression, dip, dip-ensemble, cnn), "
+            "e.g. --guide elevation.nc:elevation; repeatable; on any grid that covers the "
+            "domain"
+        ),
+    )
     d.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     b = d.add_argument_group("batch jobs (xsr.batch)")
     b.add_argument(
@@ -238,7 +249,7 @@ def _method_options(args: argparse.Namespace) -> dict[str, Any]:
 def _downscale(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import api, datasets
+    from . import api, batch, datasets
     from .conserve import check_conserve
 
     mode = check_conserve(args.conserve)
@@ -284,6 +295,7 @@ def _downscale(args: argparse.Namespace) -> int:
         bounds=bounds,
         dims=dims,
         device=args.device,
+        guide=batch.open_guides(args.guide) if args.guide else None,
         **_method_options(args),
     )
     fine = fine.load()
