@@ -182,7 +182,9 @@ class _Plan:
     n_members: int
     xsr_attrs: dict[str, Any]
     history: str
-    guides: Guides | None = None  # the covariates on the output grid (guide=)
+    # the covariates (guide=): names and units; their values travel as an array of the graph
+    guide_names: tuple[str, ...] = ()
+    guide_units: tuple[str | None, ...] = ()
 
 
 def _plan(
@@ -200,8 +202,9 @@ def _plan(
     dtype: Any,
     tile_size: Any,
     guide: Any = None,
-) -> _Plan:
-    """Validate the remaining options against the grid and decide how to run."""
+) -> tuple[_Plan, Guides | None]:
+    """Validate the remaining options against the grid and decide how to run; the guides
+    on the output grid (or None)."""
     from ._validate import check_bool
     from .options import OPTIONS, _validate
 
@@ -287,8 +290,9 @@ def _plan(
         n_members=int(getattr(m, "n_members", 0)),
         xsr_attrs=xsr_attrs,
         history=history_line("downscale", args),
-        guides=guides,
-    )
+        guide_names=() if guides is None else guides.names,
+        guide_units=() if guides is None else guides.units,
+    ), guides
 
 
 def _check_names(obj: XrObj, g: Grid, plan: _Plan) -> None:
@@ -396,9 +400,8 @@ def _downscale_block(
     }
     if guide:
         gv = guide[0]  # (..., C, NY, NX), leading dims of 1 where the field has more
-        assert plan.guides is not None
         kwargs["guide"] = gv
-        kwargs["guide_names"] = plan.guides.names
+        kwargs["guide_names"] = plan.guide_names
     if plan.tiled:
         r = _run_tiled(
             x, tile_size=plan.tile_size, tile_weights=plan.tile_weights, want=want, **kwargs
@@ -415,11 +418,10 @@ def _downscale_block(
     return tuple(outs)
 
 
-def _guide_for(da: xr.DataArray, name: str, plan: _Plan) -> xr.Variable:
+def _guide_for(da: xr.DataArray, name: str, guides: Guides) -> xr.Variable:
     """The guide array for one variable: its non-spatial dims must be the variable's."""
-    assert plan.guides is not None
-    v = plan.guides.variable
-    extra = [d for d in plan.guides.lead_dims if d not in da.dims]
+    v = guides.variable
+    extra = [d for d in guides.lead_dims if d not in da.dims]
     if extra:
         raise ShapeError(
             f"the guides vary along {extra}, which variable {name!r} does not have; give "
@@ -490,8 +492,8 @@ def _check_field(
         )
     units = da.attrs.get("units")
     request: dict[str, Any] = {}
-    if plan.guides is not None:
-        request["guides"] = tuple(zip(plan.guides.names, plan.guides.units))
+    if plan.guide_names:
+        request["guides"] = tuple(zip(plan.guide_names, plan.guide_units))
     plan.method.check_request(
         factor=plan.factor,
         conserve=mode,
@@ -510,7 +512,7 @@ def _check_field(
 
 
 def _downscale_variable(
-    da: xr.DataArray, name: str, *, plan: _Plan
+    da: xr.DataArray, name: str, *, plan: _Plan, guides: Guides | None = None
 ) -> xr.DataArray | dict[str, xr.DataArray]:
     """One variable on the fine grid (and its ensemble spread/members for a Dataset)."""
     g = plan.grid
@@ -528,8 +530,8 @@ def _downscale_variable(
         sizes["member"] = plan.n_members
     inputs = [da.variable]
     core_in = [[ydim, xdim]]
-    if plan.guides is not None:
-        inputs.append(_guide_for(da, name, plan))
+    if guides is not None:
+        inputs.append(_guide_for(da, name, guides))
         core_in.append([GUIDE_DIM, FINE_Y, FINE_X])
     res_all = xr.apply_ufunc(
         _downscale_block,
@@ -687,7 +689,7 @@ def downscale(
         raise TypeError(f"expected an xarray Dataset or DataArray, got {type(obj).__name__}")
     ydim, xdim = spatial_dims(obj, dims)
     g = describe(obj, ydim, xdim)
-    plan = _plan(
+    plan, guides = _plan(
         obj,
         g,
         m,
@@ -710,7 +712,7 @@ def downscale(
             "latitude/longitude or cell areas; they are dropped from the result",
             stacklevel=3,
         )
-    one = functools.partial(_downscale_variable, plan=plan)
+    one = functools.partial(_downscale_variable, plan=plan, guides=guides)
     area = _fine_area(obj, g, f, plan.weights, weights)
     return assemble(obj, g, one, coords, bvars, area, plan.history)
 
