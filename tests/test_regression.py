@@ -313,3 +313,20 @@ def test_gridmet_temperature_with_elevation():
         warnings.simplefilter("error")
         ys = downscale_array(x, factor=8, method="regression", guide=shuffled[None], weights=w)
     assert _rmse(ys, truth) <= 1.02 * _rmse(bic, truth)
+
+
+def test_land_masked_on_the_fine_grid():
+    """Whole coarse cells of land, given as a fine mask (coarse means over valid cells)."""
+    truth, _, elev = _twin()
+    mask = np.ones(truth.shape, bool)
+    mask[:64, :80] = False  # land: whole coarse cells
+    mask[100:103, 50:150] = False  # a coastline through coarse cells
+    x = block_mean(truth, 8, mask=mask)
+    assert np.isnan(x).any()
+    bic = downscale_array(x, factor=8, method="bicubic", mask=mask)
+    m = get_method("regression")
+    y = downscale_array(x, factor=8, method=m, guide=elev[None], mask=mask)
+    assert conservation_error(y, x, 8, mask=mask) < 1e-12
+    assert np.isnan(y[~mask]).all() and np.isfinite(y[mask]).all()
+    assert m.last_fit is not None and np.isfinite(float(m.last_fit.cv_ratio[0]))
+    assert _rmse(y, truth) < 0.3 * _rmse(bic, truth)

@@ -439,7 +439,6 @@ def regression_downscale(
     if ny2 >= 2 and nx2 >= 2 and not bool(band_ok.all()):
         x1 = xv[:, : 2 * ny2, : 2 * nx2]
         om1 = om[:, : 2 * ny2, : 2 * nx2]
-        wc1 = wc[:, : 2 * ny2, : 2 * nx2]
         g1 = gbar[..., : 2 * ny2, : 2 * nx2]
         v1 = om1 > 0
         w2 = _block_sum(om1, 2)
@@ -447,8 +446,8 @@ def regression_downscale(
         w2s = torch.where(v2, w2, torch.ones_like(w2))
         x2 = _block_sum(om1 * x1, 2) / w2s
         g2 = _block_sum(om1[:, None] * g1, 2) / w2s[:, None]
-        g2_all = _block_sum(wc1[:, None] * g1, 2) / _block_sum(wc1, 2)[:, None]
-        g2 = torch.where(v2[:, None], g2, g2_all)
+        # blocks without valid cells: the plain block mean of the guide
+        g2 = torch.where(v2[:, None], g2, _block_sum(g1, 2) / 4)
         x2v = torch.where(v2, x2, zero)
         x2n = torch.where(v2, x2, torch.full((), float("nan"), dtype=work, device=dev))
         p0 = _bicubic(fill_nan(x2n, fill_rings), 2)
