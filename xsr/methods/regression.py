@@ -127,18 +127,17 @@ def _batched(a: Any, lead: tuple[int, ...], hw: tuple[int, int], dev: Any, dtype
 def _box(t: torch.Tensor, h: int, dim: int) -> torch.Tensor:
     """Sum over ``2h + 1`` cells along ``dim`` (cells outside the grid count 0), by cumsum."""
     import torch
+    import torch.nn.functional as F
 
     dim = dim % t.ndim
     n = t.shape[dim]
-    c = torch.cumsum(t, dim=dim)
-    first = torch.zeros_like(c.narrow(dim, 0, 1))
-    last = c.narrow(dim, n - 1, 1)
-    reps = [1] * t.ndim
-    reps[dim] = h + 1
-    tail = last.repeat([*reps[:dim], h, *reps[dim + 1 :]])
-    cp = torch.cat([first.repeat(reps), c, tail], dim)
-    # cp[k] = C[clamp(k - h - 1, 0, n)] with C[j] the sum of the first j cells
-    return cp.narrow(dim, 2 * h + 1, n) - cp.narrow(dim, 0, n)
+    last = t.ndim - 1
+    if dim != last:
+        t = t.transpose(dim, last)
+    # h + 1 zeros before and h after: the window of cell i is (i, i + 2h + 1] of the cumsum
+    c = torch.cumsum(F.pad(t, (h + 1, h)), dim=-1)
+    out = c[..., 2 * h + 1 : 2 * h + 1 + n] - c[..., :n]
+    return out.transpose(dim, last) if dim != last else out
 
 
 def _window(t: torch.Tensor, radius: int) -> torch.Tensor:
