@@ -24,6 +24,7 @@ def _field(shape, seed=0):
 FAST_OPTIONS = {
     "dip": {"iterations": 5, "progress": False},
     "dip-ensemble": {"iterations": 5, "members": 2, "progress": False},
+    "regression": {"min_cells": 4},
 }
 
 
@@ -43,7 +44,12 @@ def _untrained_cnn(factor):
 def _smoke_options(name, factor):
     if name == "cnn":
         return {"model": _untrained_cnn(factor)}
-    return FAST_OPTIONS.get(name, {})
+    opts = dict(FAST_OPTIONS.get(name, {}))
+    if getattr(get_method(name, **opts), "requires_guide", False):
+        # methods that refuse to run without fine-scale covariates get one
+        rng = np.random.default_rng(1)
+        opts["guide"] = rng.normal(size=(1, 6 * factor, 7 * factor))
+    return opts
 
 
 @pytest.mark.parametrize("name", list_methods())

@@ -45,8 +45,14 @@ from strategies import (
 import xsr
 from xsr.methods.registry import get_method
 
-# deterministic methods; "cnn" needs a trained model file
-METHODS = [n for n in xsr.list_methods() if n != "cnn" and not get_method(n).stochastic]
+# deterministic methods; "cnn" needs a trained model file, "regression" a guide
+METHODS = [
+    n
+    for n in xsr.list_methods()
+    if n != "cnn"
+    and not get_method(n).stochastic
+    and not getattr(get_method(n), "requires_guide", False)
+]
 RTOL = {np.dtype("float64"): 1e-12, np.dtype("float32"): 2e-6}
 COORD_ATOL = 1e-10  # degrees, for 2-D latitude/longitude
 

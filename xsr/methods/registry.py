@@ -27,6 +27,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "dip": ("xsr.methods.dip", "DIP"),
     "dip-ensemble": ("xsr.methods.dip", "DIPEnsemble"),
     "cnn": ("xsr.methods.cnn", "CNN"),
+    "regression": ("xsr.methods.regression", "Regression"),
 }
 _REGISTERED: dict[str, Callable[..., Method]] = {}
 
