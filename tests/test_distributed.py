@@ -103,3 +103,22 @@ def test_distributed_cnn_from_a_file(client, tmp_path):
         np.testing.assert_allclose(remote["ssh"].values, local["ssh"].values, rtol=0, atol=1e-6)
         err = conservation_error(remote["ssh"].values, coarse["ssh"].values, 2)
         assert err < 1e-12
+
+
+def test_distributed_guided_regression_equals_local(client):
+    import xarray as xr
+
+    ds = lonlat_dataset(ny=12, nx=16, nt=2, land=False)[["sst"]]
+    fine = ds.sr.downscale(factor=2, method="nearest", conserve=None)
+    rng = np.random.default_rng(0)
+    guide = xr.DataArray(
+        rng.normal(size=(24, 32)), dims=("lat", "lon"),
+        coords={"lat": fine.lat.values, "lon": fine.lon.values}, name="elev",
+    )  # fmt: skip
+    src = ds.chunk({"time": 1})
+    lazy = src.sr.downscale(factor=2, method="regression", guide=guide)
+    local = lazy.compute(scheduler="sync")
+    remote = client.compute(lazy).result()
+    np.testing.assert_allclose(remote["sst"].values, local["sst"].values, rtol=1e-14, atol=0)
+    assert "elev" in remote["sst"].attrs["xsr_guide"]
+    assert_conserves(remote, ds, 2)

@@ -278,3 +278,31 @@ def test_cli_and_batch_take_guides(tmp_path):
     assert main([*other, "--resume"]) == 2  # another guide spec: not the same job
     assert main(["downscale", str(tmp_path / "in.nc"), str(tmp_path / "o2.nc"), "-m",
                  "guide-echo", "--guide", f"{tmp_path / 'elev.nc'}:nope"]) == 2  # fmt: skip
+
+
+def test_regression_needs_a_guide_before_anything_runs():
+    ds = _ds().chunk({"time": 1})
+    with pytest.raises(MethodError, match="needs a guide"):
+        ds.sr.downscale(factor=2, method="regression")
+
+
+def test_regression_through_the_accessor_conserves_and_uses_the_guide():
+    ds, f = _ds(ny=16, nx=24, nt=1), 2
+    guide = _fine_guide(ds, f)
+    # a field whose sub-cell structure is the guide's: regression must find it
+    fine = ds.sr.downscale(factor=f, method="bicubic")["sst"] + 2.0 * guide
+    coarse = fine.to_dataset(name="sst").sr.coarsen(factor=f)
+    coarse["sst"].attrs["units"] = "K"
+    out = coarse.sr.downscale(factor=f, method="regression", guide=guide)
+    bic = coarse.sr.downscale(factor=f, method="bicubic")
+    err = float(np.sqrt(((out["sst"] - fine) ** 2).mean()))
+    err_bic = float(np.sqrt(((bic["sst"] - fine) ** 2).mean()))
+    assert err < 0.5 * err_bic
+    assert_conserves(out, coarse, f)
+    shuffled = guide.copy(
+        data=np.random.default_rng(5).permutation(guide.values.ravel()).reshape(guide.shape)
+    )
+    noise = coarse.sr.downscale(factor=f, method="regression", guide=shuffled)
+    err_noise = float(np.sqrt(((noise["sst"] - fine) ** 2).mean()))
+    assert err_noise <= 1.02 * err_bic
+    assert_conserves(noise, coarse, f)

@@ -241,6 +241,12 @@ def _plan(
         )
     name = getattr(m, "name", str(m))
     guides = None
+    if guide is None and getattr(m, "requires_guide", False):
+        raise MethodError(
+            f"method {name!r} needs a guide (fine-scale covariates such as elevation): pass "
+            f"guide=<DataArray or Dataset> (on the command line --guide FILE[:VAR]), or use a "
+            "method without one, e.g. 'bicubic'"
+        )
     if guide is not None:
         if not getattr(m, "uses_guide", False):
             raise MethodError(
@@ -634,7 +640,8 @@ def downscale(
         (plus a halo), batched per chunk; default :func:`xsr.set_options` ``tile_size``.
         Dask inputs chunked along the horizontal dimensions are tiled in any case (one tile
         per chunk without ``tile_size``).  Every coarse cell stays exactly conserved, seams
-        included; deterministic methods give the untiled result to round-off, and the result
+        included; deterministic methods give the untiled result to round-off (but
+        ``"regression"``, which fits its coefficients on each tile), and the result
         stays lazy.  See :mod:`xsr.tiling`.
     guide : DataArray, Dataset or sequence of DataArrays, optional
         Fine-scale covariates for methods that use them (``"regression"``, ``"dip"``,

@@ -58,6 +58,9 @@ class Method:
         True when the method takes fine-scale covariates (``guide=`` of
         :func:`xsr.downscale`): :meth:`upscale` then gets them as ``context["guide"]``.  A
         guide given to a method that does not use one is an error.
+    requires_guide : bool
+        True when the method cannot run without a guide: a call without one is refused
+        before anything is computed.
     """
 
     name: ClassVar[str] = "method"
@@ -65,6 +68,7 @@ class Method:
     handles_nan: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
     uses_guide: ClassVar[bool] = False
+    requires_guide: ClassVar[bool] = False
 
     def upscale(self, x: torch.Tensor, factor: int, **context: Any) -> torch.Tensor | Upscaled:
         """Return the first-guess fine field (and, optionally, samples of it).
