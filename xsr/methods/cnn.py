@@ -202,9 +202,7 @@ class CNN(Method):
         # x is NaN-free here: the pipeline filled missing cells from their neighbours
         # (halo + 1 rings), as xsr.train fills them for training
         xn = ((x.reshape(-1, 1, ny, nx) - tm.mean) / tm.std).to(param.dtype)
-        gn = self._guide(context, x, factor)
-        if gn is not None:
-            gn = gn.to(param.dtype)
+        gv, order = self._guide(context, x, factor)
         outs = []
         net.eval()
         with torch.no_grad():
@@ -213,21 +211,25 @@ class CNN(Method):
                 # enforces with the grid's areas and masks, which for the additive and
                 # multiplicative operators gives exactly the layer's result with them
                 sl = slice(i, i + self.batch_size)
-                g = None if gn is None else gn[sl]
+                g = None
+                if gv is not None:  # a batch at a time: a static guide is not copied N times
+                    g = tm.normalise_guide(gv[sl][:, order]).to(param.dtype)
                 outs.append(net(xn[sl], g)[:, 0])
         y = torch.cat(outs, dim=0).to(x.dtype) * tm.std + tm.mean
         return y.reshape(*lead, ny * factor, nx * factor)
 
-    def _guide(self, context: dict[str, Any], x: torch.Tensor, factor: int) -> torch.Tensor | None:
-        """The guides of the call for the network: ``(N, C, ny*f, nx*f)`` in the order of
-        training, normalised; ``None`` for a model without guides (and refused when the
-        call and the model disagree)."""
+    def _guide(
+        self, context: dict[str, Any], x: torch.Tensor, factor: int
+    ) -> tuple[torch.Tensor | None, list[int]]:
+        """The guides of the call, ``(N, C, ny*f, nx*f)`` (a view where possible), and the
+        positions of the trained guides in them, in the order of training; ``(None, [])``
+        for a model without guides.  Refused when the call and the model disagree."""
         tm = self.trained
         guide = context.get("guide")
         names = context.get("guide_names")
         if guide is None:
             tm.check_guides(None, name="the coarse field")
-            return None
+            return None, []
         channels = int(guide.shape[-3])
         if not tm.guide_names:
             given = list(names) if names else [f"guide{i}" for i in range(channels)]
@@ -242,5 +244,4 @@ class CNN(Method):
             )
         order = tm.guide_order(None if names is None else tuple(names), channels)
         ny, nx = x.shape[-2:]
-        g = guide[..., order, :, :].reshape(-1, len(order), ny * factor, nx * factor)
-        return tm.normalise_guide(g)
+        return guide.reshape(-1, channels, ny * factor, nx * factor), order
