@@ -8,6 +8,12 @@ student.  Because every teacher output reproduces its coarse field exactly under
 averaging, the training pairs made by :func:`xsr.train` (which coarsens the fine fields
 again) are exactly the teacher's (input, output) pairs.
 
+With ``guide=`` (fine-scale covariates such as terrain height, see :mod:`xsr.guides`) the
+teacher downscales with the guides (a method that uses them: the guided deep image prior,
+``"regression"``...), the student is a guided network (:func:`xsr.train` with ``guides=``)
+trained on the teacher's outputs with the same guides, and it downscales the series with
+them; the report names the guides.
+
 Some sampled fields are held out from training; the report compares the student with the
 teacher on them (RMSE, and the same for conservative bicubic as a yardstick, and the
 teacher's own ensemble spread where it has one), and gives the speed of both.
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +70,7 @@ class Distillation:
         Plain numbers: ``fields``, ``samples``, ``train_indices``, ``check_indices``,
         ``teacher``, ``student``, ``factor``, ``teacher_seconds_per_field``,
         ``student_seconds_per_field``, ``speedup``, ``train_seconds``,
+        ``guides`` (names of the guides, empty without), ``guide_units``,
         ``rmse_student_teacher``, ``rmse_bicubic_teacher`` (conservative bicubic against
         the teacher, a yardstick), ``teacher_spread`` (mean ensemble standard deviation on
         the held-out fields, or ``None``), ``relative_rmse`` (student-teacher RMSE over the
@@ -82,7 +89,9 @@ class Distillation:
             f"Distillation({r.get('teacher')!r} -> {r.get('student')!r} x{r.get('factor')}: "
             f"student-teacher RMSE {r.get('rmse_student_teacher', float('nan')):.4g} "
             f"(bicubic {r.get('rmse_bicubic_teacher', float('nan')):.4g}), "
-            f"speed-up {r.get('speedup', float('nan')):.3g}x over {r.get('fields')} fields)"
+            f"speed-up {r.get('speedup', float('nan')):.3g}x over {r.get('fields')} fields"
+            + (f", guides {r['guides']}" if r.get("guides") else "")
+            + ")"
         )
 
 
@@ -112,6 +121,7 @@ def distill(
     seed: int = 0,
     device: str | None = None,
     downscale: bool = True,
+    guide: xr.DataArray | xr.Dataset | Sequence[xr.DataArray] | None = None,
 ) -> Distillation:
     """Distil a slow downscaling method (the teacher) into a fast network (the student).
 
@@ -152,6 +162,12 @@ def distill(
         Torch device for teacher, training and student.
     downscale : bool, default True
         Downscale the whole series with the student (``False``: only train and report).
+    guide : DataArray, Dataset or list of DataArrays, optional
+        Fine-scale covariates (``guide=`` of :func:`xsr.downscale`: static, or along the
+        series with its labels; on the output grid or any grid covering it).  The teacher
+        must use guides; it downscales the samples with them, the student is trained on its
+        outputs with them (``guides=`` of :func:`xsr.train`), and the student needs them
+        again (``guide=``) wherever it is applied.
 
     Returns
     -------
@@ -178,7 +194,7 @@ def distill(
     seed = check_int(seed, name="seed", minimum=0)
     downscale = check_bool(downscale, name="downscale")
     topts = dict(train_options or {})
-    for key in ("factor", "model", "conserve", "bounds", "var", "dims", "device"):
+    for key in ("factor", "model", "conserve", "bounds", "var", "dims", "device", "guides"):
         if key in topts:
             raise OptionError(
                 f"train_options may not set {key!r}; it is an argument of distill() itself"
@@ -233,8 +249,9 @@ def distill(
     run = functools.partial(
         api.downscale, factor=f, conserve=mode, bounds=bnds, dims=dims, device=device
     )
+    guided: dict[str, Any] = {} if guide is None else {"guide": guide}
     t0 = time.perf_counter()
-    taught = run(ds_s, method=teacher, **dict(teacher_options or {}))
+    taught = run(ds_s, method=teacher, **guided, **dict(teacher_options or {}))
     assert isinstance(taught, xr.Dataset)
     taught = taught.load()
     teacher_s = (time.perf_counter() - t0) / len(picks)
@@ -250,6 +267,7 @@ def distill(
         bounds=bnds,
         dims=dims,
         device=device,
+        guides=guide,
         **{"seed": seed, **topts},
     )
     train_s = time.perf_counter() - t0
@@ -258,7 +276,7 @@ def distill(
     method = CNN(model=tm)
     check_coarse = ds_s.isel({sdim: check_pos})
     t0 = time.perf_counter()
-    got = run(check_coarse, method=method)[name].load()
+    got = run(check_coarse, method=method, **guided)[name].load()
     student_check_s = (time.perf_counter() - t0) / len(check_pos)
     ref = taught[name].isel({sdim: check_pos})
     bic = run(check_coarse, method="bicubic")[name]
@@ -278,13 +296,15 @@ def distill(
     if downscale:
         src = obj[[name]] if isinstance(obj, xr.Dataset) else da
         t0 = time.perf_counter()
-        result = run(src, method=method)
+        result = run(src, method=method, **guided)
         if not _is_lazy(result):
             result = result.load()
             student_s = (time.perf_counter() - t0) / n
         line = (
             f"distilled from {_method_name(teacher)} into {student} on {len(train_pos)} of "
-            f"{n} fields (xsr.distill)"
+            f"{n} fields"
+            + (f" with the guides {list(tm.guide_names)}" if tm.guide_names else "")
+            + " (xsr.distill)"
         )
         target = result[name] if isinstance(result, xr.Dataset) else result
         target.attrs["xsr_distilled_from"] = _method_name(teacher)
@@ -299,6 +319,8 @@ def distill(
         "teacher": _method_name(teacher),
         "teacher_options": {k: repr(v) for k, v in dict(teacher_options or {}).items()},
         "student": student,
+        "guides": list(tm.guide_names),
+        "guide_units": list(tm.guide_units),
         "factor": f,
         "conserve": mode,
         "teacher_seconds_per_field": teacher_s,

@@ -88,6 +88,65 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return check_int(value, name=name, minimum=minimum)
 
 
+@dataclass
+class _TrainingGuides:
+    """The guides of :func:`train` on the grid of the training fields.
+
+    ``values`` ``(ng, C, ny, nx)`` float64 (one entry for static guides, one per combination
+    of the leading dims they vary along); ``index[a]``: the entry of field ``a`` (the fields
+    flattened along all leading dims, in order).
+    """
+
+    names: tuple[str, ...]
+    units: tuple[str | None, ...]
+    notes: tuple[str, ...]
+    values: np.ndarray
+    index: np.ndarray
+
+
+def _training_guides(
+    guides: Any,
+    da: xr.DataArray,
+    coarse_da: xr.DataArray | xr.Dataset,
+    ydim: str,
+    xdim: str,
+    factor: int,
+) -> _TrainingGuides:
+    """Bring ``guides`` onto the grid of ``da`` (dims ``(*lead, y, x)``, sizes multiples of
+    ``factor``), through :func:`xsr.guides.prepare_guides` on the output grid of its
+    coarsened version ``coarse_da`` (whose coordinates refine exactly onto ``da``'s)."""
+    from .cfgrid import describe
+    from .guides import prepare_guides
+
+    g = describe(coarse_da, ydim, xdim)
+    prep = prepare_guides(guides, coarse_da, g, factor)
+    var = prep.variable
+    ny, nx = int(da.sizes[ydim]), int(da.sizes[xdim])
+    c = len(prep.names)
+    vals = np.asarray(var.values, np.float64)
+    if vals.shape[-2:] != (ny, nx):  # pragma: no cover - prepare_guides refines coarse_da
+        raise ShapeError(
+            f"the guides came out on a {vals.shape[-2]} x {vals.shape[-1]} grid, the training "
+            f"fields are {ny} x {nx}"
+        )
+    lead = [str(d) for d in da.dims if d not in (ydim, xdim)]
+    glead = list(prep.lead_dims)
+    gsizes = [int(var.sizes[d]) for d in glead]
+    ng = int(np.prod(gsizes)) if gsizes else 1
+    idx = np.arange(ng).reshape(gsizes)
+    # the guide entry of every field: the guide's dims kept, the others broadcast
+    shape = [int(da.sizes[d]) if d in glead else 1 for d in lead]
+    idx = idx.reshape(shape) if lead else idx.reshape(())
+    full = np.broadcast_to(idx, [int(da.sizes[d]) for d in lead]).ravel()
+    return _TrainingGuides(
+        names=prep.names,
+        units=prep.units,
+        notes=prep.notes,
+        values=vals.reshape(ng, c, ny, nx),
+        index=np.ascontiguousarray(full, dtype=np.int64),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # the trained model
 # --------------------------------------------------------------------------------------------
@@ -139,6 +198,7 @@ class TrainedModel(TrainedNetwork):
         mask: np.ndarray | None = None,
         dims: tuple[Hashable, Hashable] | None = None,
         batch_size: int = 8,
+        guide: Any = None,
     ) -> Any:
         """Super-resolve coarse fields.
 
@@ -165,6 +225,13 @@ class TrainedModel(TrainedNetwork):
             Horizontal dimensions of an xarray object (found with cf-xarray when omitted).
         batch_size : int, default 8
             Fields per network call.
+        guide : DataArray, Dataset, list of DataArrays, or array, optional
+            The fine-scale covariates the model was trained with (required then, refused
+            otherwise).  With xarray input: as ``guide=`` of :func:`xsr.downscale` (named as
+            in training, on any grid covering the domain, static or along the data's leading
+            dims).  With array input: an array ``(C, ny*factor, nx*factor)`` or
+            ``(..., C, ny*factor, nx*factor)`` on the fine grid, its channels in the order of
+            :attr:`guide_names`.
 
         Returns
         -------
@@ -190,11 +257,24 @@ class TrainedModel(TrainedNetwork):
                 mask=mask,
                 weights="auto" if weights is None else weights,
                 dtype="float64",
+                guide=guide,
             )
         from .methods.cnn import CNN
         from .methods.pipeline import downscale_array
 
         x = np.asarray(coarse, np.float64)
+        g = None if guide is None else np.asarray(guide, np.float64)
+        # an array's channels are the trained guides, in order
+        names = None
+        if g is not None and self.guide_names:
+            c = len(self.guide_names)
+            if g.ndim < 3 or g.shape[-3] != c:
+                raise ShapeError(
+                    f"guide has shape {g.shape}; allowed: {c} channel(s), the guides "
+                    f"{self.describe_guides()} in that order: (..., {c}, ny*factor, "
+                    "nx*factor) on the fine grid"
+                )
+            names = self.guide_names
         if x.ndim < 2:
             raise ShapeError(f"coarse must have at least 2 dimensions (y, x), got {x.shape}")
         y = downscale_array(
@@ -208,6 +288,8 @@ class TrainedModel(TrainedNetwork):
             dtype="float64",
             device=str(next(self.model.parameters()).device),
             name="coarse",
+            guide=g,
+            guide_names=names,
         )
         return np.asarray(y, np.float64)
 
@@ -221,15 +303,18 @@ def _augment(
     ws: np.ndarray | None,
     rng: np.random.Generator,
     cbad: np.ndarray | None = None,
+    gs: np.ndarray | None = None,
 ) -> Any:
     """One random symmetry of the square per crop, applied alike to the coarse crop, the
-    fine crop, its weights and (if given) the coarse crop's missing-cell mask (flips only
-    when the crops are not square).  Returns ``(cs, fs, ws)`` or ``(cs, fs, ws, cbad)``."""
+    fine crop, its weights, (if given) the coarse crop's missing-cell mask and (if given)
+    the guides' crop ``(B, C, fy, fx)`` (flips only when the crops are not square).  Returns
+    ``(cs, fs, ws)``, ``(cs, fs, ws, cbad)`` or, with ``gs``, ``(cs, fs, ws, cbad, gs)``."""
     square = cs.shape[-1] == cs.shape[-2]
     n_sym = 8 if square else 4
     cs, fs = cs.copy(), fs.copy()
     ws = None if ws is None else ws.copy()
     cbad = None if cbad is None else cbad.copy()
+    gs = None if gs is None else gs.copy()
 
     def sym(a: np.ndarray, t: int) -> np.ndarray:
         if square:
@@ -246,6 +331,10 @@ def _augment(
             ws[b] = sym(ws[b], t)
         if cbad is not None:
             cbad[b] = sym(cbad[b], t)
+        if gs is not None:
+            gs[b] = sym(gs[b], t)
+    if gs is not None:
+        return cs, fs, ws, cbad, gs
     return (cs, fs, ws) if cbad is None else (cs, fs, ws, cbad)
 
 
@@ -296,6 +385,7 @@ def train(
     model_options: Mapping[str, Any] | None = None,
     augment: bool = False,
     min_valid: float = 0.5,
+    guides: xr.DataArray | xr.Dataset | Sequence[xr.DataArray] | None = None,
 ) -> TrainedModel:
     """Train a conservative super-resolution network on high-resolution fields.
 
@@ -361,6 +451,19 @@ def train(
         cells (land) are filled from their neighbours exactly as ``method="cnn"`` fills them
         at inference, and their fine cells are left out of the loss, so the network learns
         near coasts too; ``1.0`` keeps to crops without any missing coarse cell.
+    guides : DataArray, Dataset or list of DataArrays, optional
+        Fine-scale covariates (terrain height for temperature, SST for sea-surface
+        height...) that the network takes besides the coarse field
+        (``guide_channels`` of :mod:`xsr.nn.sr`): static (only horizontal dims) or
+        dynamic (along leading dims of ``hr``, e.g. a daily SST with ``hr``'s time labels),
+        on ``hr``'s grid or on any grid that covers it.  They are brought onto ``hr``'s
+        grid as :func:`xsr.downscale` brings ``guide=`` onto its output grid
+        (:func:`xsr.guides.prepare_guides`: reordered, block-averaged or interpolated,
+        missing cells filled), cropped and augmented with the fields, and normalised with
+        their mean and standard deviation over the training fields.  Their names, units
+        and normalisation are stored in the model; applying it then needs the same guides
+        (``guide=`` of :func:`xsr.downscale` with ``method="cnn"``, or of
+        :meth:`TrainedModel.predict`).
 
     Returns
     -------
@@ -414,6 +517,11 @@ def train(
     for key in ("factor", "conserve", "bounds"):
         if key in options:
             raise OptionError(f"model_options may not set {key!r}; pass {key}= to train()")
+    if "guide_channels" in options:
+        raise OptionError(
+            "model_options may not set 'guide_channels'; pass the covariates as guides= to "
+            "train(), which sets it to their number"
+        )
     dev = resolve_device(device)
     if checkpoint is not None:  # a folder, or an unwritable one, is found now, not after an epoch
         from ._io import check_target
@@ -446,6 +554,7 @@ def train(
     coarse = coarse.reshape(n_lead0, -1, ny // f, nx // f)
     ftr, ctr = fine[:n_train].reshape(-1, ny, nx), coarse[:n_train].reshape(-1, ny // f, nx // f)
     fva, cva = fine[n_train:].reshape(-1, ny, nx), coarse[n_train:].reshape(-1, ny // f, nx // f)
+    tg = None if guides is None else _training_guides(guides, da, coarse_da, ydim, xdim, f)
 
     valid_tr = np.isfinite(ftr)
     if not valid_tr.any():
@@ -468,6 +577,24 @@ def train(
 
     ftr_n, ctr_n = norm(ftr), norm(ctr)
     fva_n, cva_n = norm(fva), norm(cva)
+
+    # guides: mean and standard deviation per channel over the entries the training fields
+    # use; the entry of each training (validation) field
+    g_n = np.zeros((1, 0, ny, nx), np.float32)
+    g_mean: tuple[float, ...] = ()
+    g_std: tuple[float, ...] = ()
+    gi_tr = np.zeros(ftr.shape[0], np.int64)
+    gi_va = np.zeros(fva.shape[0], np.int64)
+    if tg is not None:
+        gi_tr, gi_va = tg.index[: ftr.shape[0]], tg.index[ftr.shape[0] :]
+        used = tg.values[np.unique(gi_tr)]
+        gm = used.mean(axis=(0, 2, 3))
+        gsd = used.std(axis=(0, 2, 3))
+        gsd = np.where((gsd > 0) & np.isfinite(gsd), gsd, 1.0)
+        g_mean = tuple(float(v) for v in gm)
+        g_std = tuple(float(v) for v in gsd)
+        g_n = ((tg.values - gm[:, None, None]) / gsd[:, None, None]).astype(np.float32)
+        options["guide_channels"] = len(tg.names)
 
     # crop positions (in coarse cells) whose coarse window has enough valid cells
     cy, cx = min(crop, ny) // f, min(crop, nx) // f
@@ -495,7 +622,12 @@ def train(
     cva_in = cva_n
 
     def batch() -> tuple[
-        torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor | None,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor | None,
     ]:
         picks = ok_flat[rng.integers(0, ok_flat.size, size=batch_size)]
         k, rem = np.divmod(picks, npy * npx)
@@ -510,8 +642,19 @@ def train(
             ws = np.stack(
                 [w_full[p * f : (p + cy) * f, q * f : (q + cx) * f] for p, q in zip(i, j)]
             )
-        if augment:
+        gs = None
+        if tg is not None:
+            gs = np.stack(
+                [
+                    g_n[gi_tr[a], :, p * f : (p + cy) * f, q * f : (q + cx) * f]
+                    for a, p, q in zip(k, i, j)
+                ]
+            )
+        if augment and gs is not None:
+            cs, fs, ws, cbad, gs = _augment(cs, fs, ws, rng, cbad, gs)
+        elif augment:
             cs, fs, ws, cbad = _augment(cs, fs, ws, rng, cbad)
+        g_t = None if gs is None else torch.from_numpy(np.ascontiguousarray(gs)).to(dev)
         c_t = torch.from_numpy(cs[:, None]).to(dev)
         f_t = torch.from_numpy(fs[:, None]).to(dev)
         w_t = None if ws is None else torch.from_numpy(ws[:, None]).to(dev)
@@ -520,7 +663,7 @@ def train(
         # cell (its filled value is enforced there, harmlessly: those cells are not scored)
         gap = torch.from_numpy(np.ascontiguousarray(cbad[:, None])).to(dev)
         emask = valid | gap.repeat_interleave(f, -2).repeat_interleave(f, -1)
-        return c_t, f_t, w_t, valid, emask
+        return c_t, f_t, w_t, valid, emask, g_t
 
     # ------------------------------------------------------------------ network
     with torch.random.fork_rng(devices=[]):
@@ -546,12 +689,21 @@ def train(
         version=__version__,
         history={"train": [], "val": []},
         receptive_radius=radius,
+        guide_names=() if tg is None else tg.names,
+        guide_units=() if tg is None else tg.units,
+        guide_mean=g_mean,
+        guide_std=g_std,
     )
 
-    def run(c: torch.Tensor, w: torch.Tensor | None, m: torch.Tensor | None) -> torch.Tensor:
+    def run(
+        c: torch.Tensor,
+        w: torch.Tensor | None,
+        m: torch.Tensor | None,
+        g: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if mode is None:
-            return net(c)
-        return net(c, weights=w, mask=m)
+            return net(c, g)
+        return net(c, g, weights=w, mask=m)
 
     w_val = None if w_full is None else torch.from_numpy(w_full).to(dev)
 
@@ -567,7 +719,10 @@ def train(
                 cvalid = torch.from_numpy(np.isfinite(cva_n[a])).to(dev)
                 cfine = cvalid.repeat_interleave(f, 0).repeat_interleave(f, 1)
                 valid = torch.isfinite(t) & cfine
-                out = run(c, w_val, (valid | ~cfine) if mode is not None else None)
+                g = None
+                if tg is not None:
+                    g = torch.from_numpy(np.ascontiguousarray(g_n[gi_va[a]][None])).to(dev)
+                out = run(c, w_val, (valid | ~cfine) if mode is not None else None, g)
                 s, n = _masked_mse(out, torch.nan_to_num(t), valid)
                 tot += float(s)
                 cnt += n
@@ -588,8 +743,8 @@ def train(
             net.train()
             tot, cnt = 0.0, 0
             for _ in range(steps_per_epoch):
-                c_t, f_t, w_t, valid, emask = batch()
-                out = run(c_t, w_t, emask if (has_nan and mode is not None) else None)
+                c_t, f_t, w_t, valid, emask, g_t = batch()
+                out = run(c_t, w_t, emask if (has_nan and mode is not None) else None, g_t)
                 s, n = _masked_mse(out, torch.nan_to_num(f_t), valid)
                 loss = s / max(n, 1)
                 opt.zero_grad(set_to_none=True)

@@ -93,7 +93,12 @@ class CNN(Method):
     The request is checked against the model before anything runs
     (:meth:`check_request`): the factor must be the one the model was trained for, the
     data's ``units`` those of its training data, and ``conserve`` the model's enforcement
-    (or ``None`` to switch the final enforcement off).  Missing (NaN) coarse cells are
+    (or ``None`` to switch the final enforcement off), and the guides (``guide=`` of
+    :func:`xsr.downscale`) those the model was trained with: the same names (matched by name,
+    in any order) and units, none for a model trained without
+    (:meth:`~xsr.nn.checkpoint.TrainedNetwork.check_guides`).  The guides are normalised with
+    the mean and standard deviation of training and given to the network in the order of
+    training.  Missing (NaN) coarse cells are
     filled from their neighbours before the network sees them (by the pipeline, over
     ``halo + 1`` rings, as :func:`xsr.train` fills them for training) and are NaN again in
     the output; tiles get ``2 * halo`` cells of context, so that tiled runs reproduce the
@@ -102,6 +107,9 @@ class CNN(Method):
 
     name = "cnn"
     halo: ClassVar[int] = 8
+    # a guide reaches check_request, which accepts it for models trained with guides and
+    # refuses it, naming the fix, for the others
+    uses_guide: ClassVar[bool] = True
 
     def __init__(self, *, model: Any = None, halo: int | None = None, batch_size: int = 16) -> None:
         from ..nn.checkpoint import TrainedNetwork
@@ -170,6 +178,7 @@ class CNN(Method):
                     f"ds[[{tm.var!r}]].sr.downscale(...)"
                 )
             raise OptionError(f"{e}{hint}") from None
+        tm.check_guides(guides, name=f"variable {name!r}")
         if conserve is not None and tm.conserve is not None and conserve != tm.conserve:
             raise OptionError(
                 f"conserve={conserve!r} differs from the enforcement the model was trained "
@@ -193,6 +202,7 @@ class CNN(Method):
         # x is NaN-free here: the pipeline filled missing cells from their neighbours
         # (halo + 1 rings), as xsr.train fills them for training
         xn = ((x.reshape(-1, 1, ny, nx) - tm.mean) / tm.std).to(param.dtype)
+        gv, order = self._guide(context, x, factor)
         outs = []
         net.eval()
         with torch.no_grad():
@@ -200,6 +210,38 @@ class CNN(Method):
                 # the network's own layer enforces with uniform weights; the pipeline then
                 # enforces with the grid's areas and masks, which for the additive and
                 # multiplicative operators gives exactly the layer's result with them
-                outs.append(net(xn[i : i + self.batch_size])[:, 0])
+                sl = slice(i, i + self.batch_size)
+                g = None
+                if gv is not None:  # a batch at a time: a static guide is not copied N times
+                    g = tm.normalise_guide(gv[sl][:, order]).to(param.dtype)
+                outs.append(net(xn[sl], g)[:, 0])
         y = torch.cat(outs, dim=0).to(x.dtype) * tm.std + tm.mean
         return y.reshape(*lead, ny * factor, nx * factor)
+
+    def _guide(
+        self, context: dict[str, Any], x: torch.Tensor, factor: int
+    ) -> tuple[torch.Tensor | None, list[int]]:
+        """The guides of the call, ``(N, C, ny*f, nx*f)`` (a view where possible), and the
+        positions of the trained guides in them, in the order of training; ``(None, [])``
+        for a model without guides.  Refused when the call and the model disagree."""
+        tm = self.trained
+        guide = context.get("guide")
+        names = context.get("guide_names")
+        if guide is None:
+            tm.check_guides(None, name="the coarse field")
+            return None, []
+        channels = int(guide.shape[-3])
+        if not tm.guide_names:
+            given = list(names) if names else [f"guide{i}" for i in range(channels)]
+            tm.check_guides([(n, None) for n in given], name="the coarse field")
+        default = tuple(f"guide{i}" for i in range(channels))
+        if names is not None and tuple(names) == default and default != tm.guide_names:
+            raise OptionError(
+                f"the guides of this call have no names ({channels} channel(s)); the model "
+                f"was trained with {tm.describe_guides()} (allowed: those names). Fix: pass "
+                f"guide_names={tm.guide_names!r} with the channels in that order (or use "
+                "TrainedModel.predict, or guide= of xsr.downscale with named DataArrays)"
+            )
+        order = tm.guide_order(None if names is None else tuple(names), channels)
+        ny, nx = x.shape[-2:]
+        return guide.reshape(-1, channels, ny * factor, nx * factor), order

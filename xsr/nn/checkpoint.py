@@ -2,7 +2,8 @@
 
 :class:`TrainedNetwork` holds a network of :mod:`xsr.nn.sr` (ending in its enforcement layer),
 the normalisation it was trained with and the metadata that make its use safe (factor,
-operator, bounds, variable, units, receptive radius); it writes and reads itself with
+operator, bounds, variable, units, receptive radius, and the fine-scale covariates (guides) it
+was trained with: their names, units and normalisation); it writes and reads itself with
 :func:`torch.save`/``torch.load(weights_only=True)`` and refuses a file that is not such a
 model (:class:`~xsr.exceptions.ModelFileError`).  Torch only: the method that applies it
 (:mod:`xsr.methods.cnn`) stands above, training and the xarray conveniences
@@ -11,7 +12,8 @@ model (:class:`~xsr.exceptions.ModelFileError`).  Torch only: the method that ap
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..exceptions import ModelFileError, OptionError
 
 if TYPE_CHECKING:
+    import torch
+
     from ..conserve import ConserveMode
     from .sr import SRModel
 
@@ -26,7 +30,10 @@ __all__ = ["FORMAT", "TrainedNetwork", "build_network"]
 
 #: Value of the ``format`` entry of a model file.
 FORMAT = "xsr.TrainedModel"
+#: 1: networks without guides (written so still, readable by earlier xsr); 2: with guides
+#: (``metadata["guides"]``).
 _FORMAT_VERSION = 1
+_FORMAT_VERSION_GUIDES = 2
 
 T = TypeVar("T", bound="TrainedNetwork")
 
@@ -99,6 +106,14 @@ class TrainedNetwork:
         The network's receptive radius in coarse cells
         (:meth:`xsr.nn.sr.SRModel.receptive_radius`), measured at training time: the tile
         halo of ``method="cnn"``; ``None``: measured when first needed.
+    guide_names : tuple of str
+        The fine-scale covariates (guides) the network was trained with, in the order of its
+        guide channels; empty for a network without guides.
+    guide_units : tuple of (str or None)
+        Their ``units`` attributes.
+    guide_mean, guide_std : tuple of float
+        Their normalisation: the network sees ``(g - guide_mean[c]) / guide_std[c]`` (mean
+        and standard deviation over the training data).
     """
 
     model: SRModel
@@ -114,6 +129,32 @@ class TrainedNetwork:
     version: str
     history: dict[str, list[float | None]] = field(default_factory=dict)
     receptive_radius: int | None = None
+    guide_names: tuple[str, ...] = ()
+    guide_units: tuple[str | None, ...] = ()
+    guide_mean: tuple[float, ...] = ()
+    guide_std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.guide_names = tuple(str(n) for n in self.guide_names)
+        c = len(self.guide_names)
+        units = self.guide_units or (None,) * c
+        self.guide_units = tuple(None if u is None else str(u) for u in units)
+        self.guide_mean = tuple(float(v) for v in (self.guide_mean or (0.0,) * c))
+        self.guide_std = tuple(float(v) for v in (self.guide_std or (1.0,) * c))
+        if not all(v > 0 and math.isfinite(v) for v in self.guide_std):
+            raise OptionError(f"guide_std must be positive and finite, got {self.guide_std}")
+        lengths = {len(self.guide_units), len(self.guide_mean), len(self.guide_std)}
+        if lengths != {c}:
+            raise OptionError(
+                f"guide_names, guide_units, guide_mean and guide_std must have one entry per "
+                f"guide ({c}), got lengths {sorted(lengths)}"
+            )
+        have = int(getattr(self.model, "guide_channels", 0))
+        if have != c:
+            raise OptionError(
+                f"the network takes {have} guide channel(s) but {c} guide name(s) were given "
+                f"({list(self.guide_names)}); build it with guide_channels={c}"
+            )
 
     def __repr__(self) -> str:
         parts = [f"{self.name} x{self.factor}", f"conserve={self.conserve!r}"]
@@ -121,7 +162,109 @@ class TrainedNetwork:
             parts.append(f"var={self.var!r}")
         if self.units is not None:
             parts.append(f"units={self.units!r}")
+        if self.guide_names:
+            parts.append(f"guides={self.describe_guides()}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+    # ---------------------------------------------------------------------- guides
+    def describe_guides(self) -> str:
+        """The guides as ``"['elevation' (m), ...]"`` (``"none"`` without)."""
+        if not self.guide_names:
+            return "none"
+        items = [
+            repr(n) + ("" if u is None else f" ({u})")
+            for n, u in zip(self.guide_names, self.guide_units, strict=True)
+        ]
+        return "[" + ", ".join(items) + "]"
+
+    def check_guides(
+        self, guides: Sequence[tuple[str, str | None]] | None, *, name: str = "the data"
+    ) -> None:
+        """Refuse guides other than those the network was trained with.
+
+        Parameters
+        ----------
+        guides : sequence of (name, units), or None
+            The guides of the call (``None`` or empty: none).  They must be the trained
+            ones by name (any order), with the same ``units`` (not checked when either is
+            unknown).
+        name : str
+            What is downscaled, for messages.
+
+        Raises
+        ------
+        OptionError
+            Naming what was given, what is allowed and the fix.
+        """
+        given = list(guides or ())
+        trained = self.describe_guides()
+        if not self.guide_names:
+            if given:
+                names = [str(n) for n, _ in given]
+                raise OptionError(
+                    f"guide={names} for {name}, but the model was trained without guides "
+                    f"(allowed: no guide). Fix: leave guide= out, or train a model on guides "
+                    f"(xsr.train(..., guides=...))"
+                )
+            return
+        if not given:
+            raise OptionError(
+                f"the model was trained with the guides {trained} and needs them to downscale "
+                f"{name}, but the call has none. Fix: pass guide= with "
+                + ("that covariate" if len(self.guide_names) == 1 else "those covariates")
+                + f", named {list(self.guide_names)} (e.g. guide=elev.rename("
+                f"{self.guide_names[0]!r})), in the units of training"
+            )
+        names = [str(n) for n, _ in given]
+        if sorted(names) != sorted(self.guide_names):
+            missing = [n for n in self.guide_names if n not in names]
+            extra = [n for n in names if n not in self.guide_names]
+            detail = "; ".join(
+                part
+                for part in (
+                    f"missing {missing}" if missing else "",
+                    f"not trained on {extra}" if extra else "",
+                )
+                if part
+            )
+            raise OptionError(
+                f"guide={names} for {name} differ from the guides the model was trained with "
+                f"({detail}); allowed: {list(self.guide_names)}. Fix: pass exactly those "
+                f"covariates, renamed if needed (da.rename({self.guide_names[0]!r}))"
+            )
+        units = dict(given)
+        for n, u in zip(self.guide_names, self.guide_units, strict=True):
+            got = units[n]
+            if got is not None and u is not None and str(got) != u:
+                raise OptionError(
+                    f"units mismatch: guide {n!r} has units={str(got)!r} but the model was "
+                    f"trained on it in units={u!r} (allowed: {u!r}); convert the guide to "
+                    f"{u!r} first or train a model on a guide in {str(got)!r}"
+                )
+
+    def guide_order(self, names: Sequence[str] | None, channels: int) -> list[int]:
+        """Positions, in guides named ``names`` (``channels`` of them), of the trained
+        guides in training order; without names the guides are taken in training order."""
+        c = len(self.guide_names)
+        if names is None or not len(names):
+            if channels != c:
+                raise OptionError(
+                    f"{channels} guide channel(s) given, but the model was trained with {c}: "
+                    f"{self.describe_guides()}; allowed: {c} channel(s), in that order"
+                )
+            return list(range(c))
+        self.check_guides([(str(n), None) for n in names])
+        pos = {str(n): i for i, n in enumerate(names)}
+        return [pos[n] for n in self.guide_names]
+
+    def normalise_guide(self, guide: torch.Tensor) -> torch.Tensor:
+        """``(g - guide_mean) / guide_std`` per channel of ``(..., C, ny, nx)`` guides in
+        training order."""
+        import torch
+
+        mean = torch.tensor(self.guide_mean, dtype=guide.dtype, device=guide.device)
+        std = torch.tensor(self.guide_std, dtype=guide.dtype, device=guide.device)
+        return (guide - mean[:, None, None]) / std[:, None, None]
 
     def xsr_cache_key(self) -> str:
         """sha256 of the metadata and the weights: equal for equal models only (used to
@@ -137,8 +280,9 @@ class TrainedNetwork:
 
     # ---------------------------------------------------------------------- persistence
     def metadata(self) -> dict[str, Any]:
-        """Everything but the weights, as plain Python types."""
-        return {
+        """Everything but the weights, as plain Python types (``guides``: a list of
+        ``{"name", "units", "mean", "std"}``, only for a network trained with guides)."""
+        meta: dict[str, Any] = {
             "name": self.name,
             "options": dict(self.options),
             "factor": int(self.factor),
@@ -152,6 +296,14 @@ class TrainedNetwork:
             "history": {k: list(v) for k, v in self.history.items()},
             "receptive_radius": self.receptive_radius,
         }
+        if self.guide_names:  # without guides, the metadata of format version 1
+            meta["guides"] = [
+                {"name": n, "units": u, "mean": float(m), "std": float(s)}
+                for n, u, m, s in zip(
+                    self.guide_names, self.guide_units, self.guide_mean, self.guide_std, strict=True
+                )
+            ]
+        return meta
 
     def save(self, path: str | Path) -> Path:
         """Write the weights and metadata with :func:`torch.save`, atomically.
@@ -184,7 +336,7 @@ class TrainedNetwork:
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         obj = {
             "format": FORMAT,
-            "format_version": _FORMAT_VERSION,
+            "format_version": _FORMAT_VERSION_GUIDES if self.guide_names else _FORMAT_VERSION,
             "state_dict": state,
             "metadata": self.metadata(),
         }
@@ -233,9 +385,26 @@ class TrainedNetwork:
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             got = f"format={obj.get('format')!r}" if isinstance(obj, dict) else type(obj).__name__
             raise not_a_model(f"it holds {got}")
+        version = obj.get("format_version", _FORMAT_VERSION)
+        if not isinstance(version, int) or version > _FORMAT_VERSION_GUIDES:
+            raise ModelFileError(
+                f"model file {str(p)!r} has format_version={version!r}, newer than this xsr "
+                f"reads (allowed: up to {_FORMAT_VERSION_GUIDES}). Fix: upgrade xsr "
+                "(pip install -U xsr)"
+            )
         try:
             meta = obj["metadata"]
             bounds = None if meta["bounds"] is None else tuple(meta["bounds"])
+            guides = list(meta.get("guides") or [])
+            g_names = tuple(str(g["name"]) for g in guides)
+            g_units = tuple(None if g["units"] is None else str(g["units"]) for g in guides)
+            g_mean = tuple(float(g["mean"]) for g in guides)
+            g_std = tuple(float(g["std"]) for g in guides)
+            if int(meta["options"].get("guide_channels", 0)) != len(guides):
+                raise KeyError(
+                    f"guide_channels={meta['options'].get('guide_channels', 0)} but "
+                    f"{len(guides)} guide(s) described"
+                )
             model = build_network(
                 meta["name"],
                 meta["factor"],
@@ -263,6 +432,10 @@ class TrainedNetwork:
             version=str(meta["version"]),
             history={k: list(v) for k, v in meta["history"].items()},
             receptive_radius=meta.get("receptive_radius"),
+            guide_names=g_names,
+            guide_units=g_units,
+            guide_mean=g_mean,
+            guide_std=g_std,
         )
 
     def check_factor(self, factor: int) -> None:

@@ -30,6 +30,23 @@ the pre-enforcement output passes through a softplus so that it is non-negative.
 Upsampling by a factor ``f`` inside the feature networks (EDSR, RDN, SRDenseNet, Dense U-Net)
 is a chain over the prime factors of ``f``: a convolution and a pixel shuffle for the primes
 2 and 3, and nearest-neighbour interpolation followed by a convolution for larger primes.
+
+Guides (fine-scale covariates such as terrain height): every network takes
+``guide_channels=C`` (default 0: the networks above, unchanged) and is then called as
+``model(coarse, guide=g)`` with ``g`` of shape ``(N, C, ny*f, nx*f)``.  The guides enter
+twice, by the same mechanism for the seven schemes (:class:`SRModel`):
+
+* *early fusion* (:class:`GuideEncoder`): space-to-depth by ``f`` puts the ``f * f`` fine
+  values of each guide in every coarse cell into channels, a 1 x 1 convolution compresses them
+  to ``guide_features`` channels, which are concatenated to the coarse input: the network
+  sees the sub-cell structure of the guides with its whole receptive field;
+* *late fusion* (:class:`GuideFusion`): the network outputs, besides its fine field, one
+  coefficient map per guide (and output channel); the fine field gets the sum of coefficients
+  times guides (a spatially varying regression on the guides, e.g. a local lapse rate times
+  elevation), then a small residual convolution head on the fine grid that sees the field and
+  the guides (its last layer starts at zero).
+
+Both stand before the enforcement layer, which keeps the result exactly conservative.
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._kwargs import accepted_options
+from .._validate import check_int
 from ..conserve import ConserveMode, Enforce, check_options, enforce
 from ..exceptions import MethodError, OptionError, ShapeError
 
@@ -55,6 +73,8 @@ __all__ = [
     "SRCNN",
     "SR_MODELS",
     "DenseUNet",
+    "GuideEncoder",
+    "GuideFusion",
     "LapSRN",
     "SRDenseNet",
     "SRModel",
@@ -160,14 +180,92 @@ class _DenseBlock(nn.Module):
         return torch.cat(feats, dim=1)
 
 
+class GuideEncoder(nn.Module):
+    """Early fusion: the fine guides brought onto the coarse grid without losing detail.
+
+    Space-to-depth (:class:`torch.nn.PixelUnshuffle`) by ``factor`` turns each guide's
+    ``factor x factor`` fine values inside a coarse cell into ``factor**2`` channels of that
+    cell; a 1 x 1 convolution compresses the ``guides * factor**2`` channels to ``features``.
+
+    Parameters
+    ----------
+    guides : int
+        Guide channels ``C``.
+    factor : int
+        Refinement factor.
+    features : int
+        Output channels.
+
+    Notes
+    -----
+    Shapes: ``(N, C, ny*factor, nx*factor) -> (N, features, ny, nx)``.
+    """
+
+    def __init__(self, guides: int, factor: int, features: int) -> None:
+        super().__init__()
+        self.unshuffle = nn.PixelUnshuffle(factor)
+        self.mix = nn.Conv2d(guides * factor * factor, features, 1)
+
+    def forward(self, guide: torch.Tensor) -> torch.Tensor:
+        return self.mix(self.unshuffle(guide))
+
+
+class GuideFusion(nn.Module):
+    """Late fusion on the fine grid, before the enforcement layer.
+
+    ``y = fine + sum_c a_c * g_c`` (coefficient maps ``a`` predicted by the network: a
+    spatially varying regression on the guides ``g``), then ``y + head([y, g])`` with a
+    three-layer convolution head of width ``width`` whose last layer is initialised to zero
+    (the network starts as the regression alone).
+
+    Parameters
+    ----------
+    channels : int
+        Channels of the fine field ``C_out``.
+    guides : int
+        Guide channels ``C``.
+    width : int
+        Width of the head.
+
+    Notes
+    -----
+    Shapes: ``fine (N, C_out, H, W)``, ``coefs (N, C_out * C, H, W)``, ``guide (N, C, H, W)``
+    -> ``(N, C_out, H, W)``.
+    """
+
+    def __init__(self, channels: int, guides: int, width: int) -> None:
+        super().__init__()
+        self.channels, self.guides = int(channels), int(guides)
+        self.head = nn.Sequential(
+            _conv(channels + guides, width),
+            nn.ReLU(),
+            _conv(width, width),
+            nn.ReLU(),
+            _conv(width, channels),
+        )
+        last = self.head[-1]
+        assert isinstance(last, nn.Conv2d)
+        nn.init.zeros_(last.weight)
+        assert last.bias is not None
+        nn.init.zeros_(last.bias)
+
+    def forward(self, fine: torch.Tensor, coefs: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        n, co, h, w = fine.shape
+        a = coefs.reshape(n, co, self.guides, h, w)
+        y = fine + (a * guide[:, None]).sum(dim=2)
+        return y + self.head(torch.cat([y, guide], dim=1))
+
+
 # --------------------------------------------------------------------------------------------
 # base class
 # --------------------------------------------------------------------------------------------
 class SRModel(nn.Module):
     """Base class: options, input checks, output activation and the enforcement layer.
 
-    Subclasses implement :meth:`features`, mapping ``(N, C_in, ny, nx)`` to the
-    pre-enforcement field ``(N, C_out, ny*f, nx*f)``.
+    Subclasses implement :meth:`features`, mapping ``(N, feature_in, ny, nx)`` to
+    ``(N, feature_out, ny*f, nx*f)``: their first layer takes :attr:`feature_in` channels
+    (``C_in``, plus ``guide_features`` with guides) and their last gives :attr:`feature_out`
+    (``C_out``, times ``1 + C`` with ``C`` guides: the field and its guide coefficients).
 
     Parameters
     ----------
@@ -187,9 +285,20 @@ class SRModel(nn.Module):
         Add the bicubic interpolation of the input to the network's output, so that the
         network learns a correction to it (a global skip connection; with few training
         fields the network then starts from bicubic instead of from noise).
+    guide_channels : int, default 0
+        Fine-scale covariates (guides) the network takes, ``model(coarse, guide=g)`` with
+        ``g`` of shape ``(N, guide_channels, ny*f, nx*f)``; 0: none (the network is then the
+        same, parameter for parameter, as without the option).  See the module docstring.
+    guide_features : int, default 16
+        With guides: channels of the early fusion (:class:`GuideEncoder`) added to the
+        coarse input.
+    fusion_width : int, default 16
+        With guides: width of the late-fusion head (:class:`GuideFusion`).
     """
 
     enforce: Enforce | None
+    guide_encoder: GuideEncoder | None
+    guide_fusion: GuideFusion | None
 
     def __init__(
         self,
@@ -200,6 +309,9 @@ class SRModel(nn.Module):
         in_channels: int = 1,
         out_channels: int | None = None,
         skip: bool = False,
+        guide_channels: int = 0,
+        guide_features: int = 16,
+        fusion_width: int = 16,
     ) -> None:
         super().__init__()
         f, mode, b = check_options(factor, conserve, bounds)
@@ -224,14 +336,78 @@ class SRModel(nn.Module):
             )
         self.skip = bool(skip)
         self.enforce = None if mode is None else Enforce(f, mode, bounds=b)
+        hint = "fine-scale covariates (guides) the network takes; 0 for none"
+        c = check_int(guide_channels, name="guide_channels", minimum=0, hint=hint)
+        self.guide_channels: int = c
+        #: channels of the first layer of :meth:`features` (the coarse input, plus the
+        #: early fusion of the guides)
+        self.feature_in: int = self.in_channels
+        #: channels of the output of :meth:`features` (the field, plus one coefficient map
+        #: per guide and output channel)
+        self.feature_out: int = out_channels
+        self.guide_encoder = None
+        self.guide_fusion = None
+        if c:
+            e = check_int(guide_features, name="guide_features", minimum=1)
+            w = check_int(fusion_width, name="fusion_width", minimum=1)
+            self.guide_encoder = GuideEncoder(c, f, e)
+            self.guide_fusion = GuideFusion(out_channels, c, w)
+            self.feature_in = self.in_channels + e
+            self.feature_out = out_channels * (1 + c)
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
-        """Pre-enforcement fine field ``(N, C_out, ny*f, nx*f)`` (before any activation)."""
+        """Pre-enforcement fine output ``(N, feature_out, ny*f, nx*f)`` (before any
+        activation) of the input ``(N, feature_in, ny, nx)``: the coarse fields (their
+        first ``C_in`` channels), then the early fusion of the guides, if any."""
         raise NotImplementedError
+
+    def _check_guide(self, coarse: torch.Tensor, guide: torch.Tensor | None) -> None:
+        c = self.guide_channels
+        if not c:
+            if guide is not None:
+                raise OptionError(
+                    f"{type(self).__name__} was built without guides (guide_channels=0) but "
+                    "got guide=; allowed: no guide. Fix: leave guide= out, or build the "
+                    "network with guide_channels=C"
+                )
+            return
+        want = (coarse.shape[0], c, *self.fine_size(coarse))
+        if guide is None:
+            raise OptionError(
+                f"{type(self).__name__} was built with guide_channels={c} and needs guide= of "
+                f"shape {want}; got none. Fix: pass the guides (normalised as in training)"
+            )
+        if tuple(guide.shape) != want:
+            raise ShapeError(
+                f"{type(self).__name__} expects a guide of shape {want} (N, guide_channels, "
+                f"ny*factor, nx*factor), got {tuple(guide.shape)}"
+            )
+
+    def first_guess(self, coarse: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """The fine field before the output activation and the enforcement layer.
+
+        :meth:`features` of the coarse input (concatenated with the early fusion of the
+        guides), plus the bicubic interpolation with ``skip=True``, then the late fusion of
+        the guides.  Shapes: ``(N, C_in, ny, nx)`` and ``(N, C, ny*f, nx*f)`` ->
+        ``(N, C_out, ny*f, nx*f)``.
+        """
+        self._check_guide(coarse, guide)
+        if self.guide_encoder is None or self.guide_fusion is None or guide is None:
+            fine = self.features(coarse)
+            if self.skip:
+                fine = fine + _resize(coarse, self.fine_size(coarse))
+            return fine
+        guide = guide.to(coarse.dtype)
+        raw = self.features(torch.cat([coarse, self.guide_encoder(guide)], dim=1))
+        fine, coefs = raw[:, : self.out_channels], raw[:, self.out_channels :]
+        if self.skip:
+            fine = fine + _resize(coarse, self.fine_size(coarse))
+        return self.guide_fusion(fine, coefs, guide)
 
     def forward(
         self,
         coarse: torch.Tensor,
+        guide: torch.Tensor | None = None,
         *,
         weights: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
@@ -242,6 +418,9 @@ class SRModel(nn.Module):
         ----------
         coarse : tensor, shape ``(N, C_in, ny, nx)``
             Finite coarse fields (fill masked cells before calling).
+        guide : tensor, shape ``(N, guide_channels, ny*factor, nx*factor)``
+            The fine-scale covariates, finite (required with ``guide_channels > 0``,
+            refused without).
         weights : tensor, optional
             Fine cell weights (areas) broadcastable to the output; overrides the
             ``self.enforce.weights`` buffer for this call.
@@ -258,9 +437,7 @@ class SRModel(nn.Module):
                 f"{type(self).__name__} expects a coarse batch (N, {self.in_channels}, ny, nx), "
                 f"got shape {tuple(coarse.shape)}"
             )
-        fine = self.features(coarse)
-        if self.skip:
-            fine = fine + _resize(coarse, self.fine_size(coarse))
+        fine = self.first_guess(coarse, guide)
         if self.conserve == "multiplicative":
             fine = F.softplus(fine)
         elif self.conserve == "bounded" and self.enforce is not None:
@@ -296,7 +473,8 @@ class SRModel(nn.Module):
         products, non-zero exactly on the input cells that reach it.  The radius is their
         largest Chebyshev distance; the square grows (17, 33, 65... cells) until they stay
         inside it.  This is the halo tiles need for the network to reproduce the untiled
-        result.
+        result.  With guides, the fine guide cells that reach the centre count too (by the
+        coarse cell they lie in).
 
         Parameters
         ----------
@@ -320,10 +498,20 @@ class SRModel(nn.Module):
             gen = torch.Generator().manual_seed(0)
             x = 0.5 + torch.rand(1, self.in_channels, n, n, generator=gen, dtype=torch.float64)
             x.requires_grad_(True)
-            y = net.features(x)
+            g = None
+            if self.guide_channels:
+                shape = (1, self.guide_channels, n * f, n * f)
+                g = 0.5 + torch.rand(*shape, generator=gen, dtype=torch.float64)
+                g.requires_grad_(True)
+            y = net.first_guess(x, g)
             y[..., r * f : (r + 1) * f, r * f : (r + 1) * f].sum().backward()
             assert x.grad is not None
-            idx = torch.nonzero(x.grad.abs().amax(dim=(0, 1)) > 0)
+            reach_map = x.grad.abs().amax(dim=(0, 1))
+            if g is not None:
+                assert g.grad is not None
+                gmap = g.grad.abs().amax(dim=(0, 1)).reshape(n, f, n, f).amax(dim=(1, 3))
+                reach_map = torch.maximum(reach_map, gmap)
+            idx = torch.nonzero(reach_map > 0)
             reach = 0 if idx.numel() == 0 else int((idx - r).abs().max())
             if reach < r or r >= limit:
                 return min(reach, int(limit))
@@ -337,6 +525,7 @@ class SRModel(nn.Module):
         return (
             f"factor={self.factor}, conserve={self.conserve!r}, in_channels={self.in_channels}, "
             f"out_channels={self.out_channels}, skip={self.skip}"
+            + (f", guide_channels={self.guide_channels}" if self.guide_channels else "")
         )
 
 
@@ -349,8 +538,8 @@ class SRCNN(SRModel):
     Parameters
     ----------
     **common
-        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
-        see :class:`SRModel`.
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``,
+        ``guide_channels``, ``guide_features``, ``fusion_width``: see :class:`SRModel`.
     channels : (int, int), default (64, 32)
         Widths of the first two convolutions.
     kernels : (int, int, int), default (9, 5, 5)
@@ -358,7 +547,8 @@ class SRCNN(SRModel):
 
     Notes
     -----
-    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)`` (with guides
+    ``(N, C, ny*factor, nx*factor)`` besides).
     """
 
     def __init__(
@@ -372,11 +562,11 @@ class SRCNN(SRModel):
         c1, c2 = channels
         k1, k2, k3 = kernels
         self.body = nn.Sequential(
-            _conv(self.in_channels, c1, k1),
+            _conv(self.feature_in, c1, k1),
             nn.ReLU(),
             _conv(c1, c2, k2),
             nn.ReLU(),
-            _conv(c2, self.out_channels, k3),
+            _conv(c2, self.feature_out, k3),
         )
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
@@ -397,8 +587,8 @@ class LapSRN(SRModel):
     Parameters
     ----------
     **common
-        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
-        see :class:`SRModel`.
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``,
+        ``guide_channels``, ``guide_features``, ``fusion_width``: see :class:`SRModel`.
     channels : int, default 32
         Feature width.
     depth : int, default 3
@@ -406,7 +596,8 @@ class LapSRN(SRModel):
 
     Notes
     -----
-    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)`` (with guides
+    ``(N, C, ny*factor, nx*factor)`` besides).
     """
 
     def __init__(
@@ -418,8 +609,9 @@ class LapSRN(SRModel):
     ) -> None:
         super().__init__(**common)
         self.levels = max(1, math.ceil(math.log2(self.factor) - 1e-9))
-        cin, cout = self.in_channels, self.out_channels
-        self.head = _conv(cin, channels)
+        cin, cout = self.in_channels, self.feature_out
+        self.head = _conv(self.feature_in, channels)
+        # the image path starts from the coarse fields alone (without the guides' features)
         self.image_in = _conv(cin, cout) if cout != cin else nn.Identity()
         self.feature_levels = nn.ModuleList()
         self.residual_out = nn.ModuleList()
@@ -436,7 +628,7 @@ class LapSRN(SRModel):
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
         feat = F.leaky_relu(self.head(coarse), 0.2)
-        image = self.image_in(coarse)
+        image = self.image_in(coarse[:, : self.in_channels])
         for level, res_out, up in zip(
             self.feature_levels, self.residual_out, self.image_up, strict=True
         ):
@@ -457,8 +649,8 @@ class DenseUNet(SRModel):
     Parameters
     ----------
     **common
-        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
-        see :class:`SRModel`.
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``,
+        ``guide_channels``, ``guide_features``, ``fusion_width``: see :class:`SRModel`.
     channels : int, default 32
         Width between blocks.
     growth : int, default 16
@@ -470,7 +662,8 @@ class DenseUNet(SRModel):
 
     Notes
     -----
-    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)`` (with guides
+    ``(N, C, ny*factor, nx*factor)`` besides).
     """
 
     def __init__(
@@ -488,13 +681,13 @@ class DenseUNet(SRModel):
             dense = _DenseBlock(cin, growth, layers)
             return nn.Sequential(dense, nn.Conv2d(dense.out_channels, channels, 1), nn.ReLU())
 
-        self.head = _conv(self.in_channels, channels)
+        self.head = _conv(self.feature_in, channels)
         self.down = nn.ModuleList(block(channels) for _ in range(levels))
         self.bottom = block(channels)
         self.up = nn.ModuleList(block(2 * channels) for _ in range(levels))
         self.upsample = SubPixelUpsampler(channels, self.factor)
         self.fine_block = block(channels)
-        self.tail = _conv(channels, self.out_channels)
+        self.tail = _conv(channels, self.feature_out)
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.head(coarse))
@@ -552,8 +745,8 @@ class DBPN(SRModel):
     Parameters
     ----------
     **common
-        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
-        see :class:`SRModel`.
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``,
+        ``guide_channels``, ``guide_features``, ``fusion_width``: see :class:`SRModel`.
     channels : int, default 32
         Feature width.
     stages : int, default 2
@@ -561,7 +754,8 @@ class DBPN(SRModel):
 
     Notes
     -----
-    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)`` (with guides
+    ``(N, C, ny*factor, nx*factor)`` besides).
     """
 
     def __init__(
@@ -575,7 +769,7 @@ class DBPN(SRModel):
         if stages < 1:
             raise OptionError(f"stages must be >= 1, got {stages}")
         self.head = nn.Sequential(
-            _conv(self.in_channels, 4 * channels),
+            _conv(self.feature_in, 4 * channels),
             nn.PReLU(),
             nn.Conv2d(4 * channels, channels, 1),
             nn.PReLU(),
@@ -584,7 +778,7 @@ class DBPN(SRModel):
         self.downs = nn.ModuleList(
             _Projection(channels, self.factor, up=False) for _ in range(stages - 1)
         )
-        self.tail = _conv(stages * channels, self.out_channels)
+        self.tail = _conv(stages * channels, self.feature_out)
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
         low = self.head(coarse)
@@ -603,8 +797,8 @@ class SRDenseNet(SRModel):
     Parameters
     ----------
     **common
-        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
-        see :class:`SRModel`.
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``,
+        ``guide_channels``, ``guide_features``, ``fusion_width``: see :class:`SRModel`.
     blocks : int, default 4
         Dense blocks.
     layers : int, default 4
@@ -616,7 +810,8 @@ class SRDenseNet(SRModel):
 
     Notes
     -----
-    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)`` (with guides
+    ``(N, C, ny*factor, nx*factor)`` besides).
     """
 
     def __init__(
@@ -630,11 +825,11 @@ class SRDenseNet(SRModel):
     ) -> None:
         super().__init__(**common)
         width = layers * growth
-        self.head = _conv(self.in_channels, width)
+        self.head = _conv(self.feature_in, width)
         self.blocks = nn.ModuleList(_DenseBlock(width, growth, layers) for _ in range(blocks))
         self.fuse = nn.Conv2d(width * (blocks + 1), bottleneck, 1)
         self.upsample = SubPixelUpsampler(bottleneck, self.factor)
-        self.tail = _conv(bottleneck, self.out_channels)
+        self.tail = _conv(bottleneck, self.feature_out)
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.head(coarse))
@@ -668,8 +863,8 @@ class EDSR(SRModel):
     Parameters
     ----------
     **common
-        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
-        see :class:`SRModel`.
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``,
+        ``guide_channels``, ``guide_features``, ``fusion_width``: see :class:`SRModel`.
     blocks : int, default 8
         Residual blocks.
     channels : int, default 32
@@ -679,7 +874,8 @@ class EDSR(SRModel):
 
     Notes
     -----
-    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)`` (with guides
+    ``(N, C, ny*factor, nx*factor)`` besides).
     """
 
     def __init__(
@@ -691,12 +887,12 @@ class EDSR(SRModel):
         **common: Any,
     ) -> None:
         super().__init__(**common)
-        self.head = _conv(self.in_channels, channels)
+        self.head = _conv(self.feature_in, channels)
         self.body = nn.Sequential(
             *(_ResBlock(channels, res_scale) for _ in range(blocks)), _conv(channels, channels)
         )
         self.upsample = SubPixelUpsampler(channels, self.factor)
-        self.tail = _conv(channels, self.out_channels)
+        self.tail = _conv(channels, self.feature_out)
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
         x = self.head(coarse)
@@ -722,8 +918,8 @@ class RDN(SRModel):
     Parameters
     ----------
     **common
-        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``:
-        see :class:`SRModel`.
+        ``factor``, ``conserve``, ``bounds``, ``in_channels``, ``out_channels``, ``skip``,
+        ``guide_channels``, ``guide_features``, ``fusion_width``: see :class:`SRModel`.
     blocks : int, default 4
         Residual dense blocks (D).
     layers : int, default 4
@@ -735,7 +931,8 @@ class RDN(SRModel):
 
     Notes
     -----
-    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)``.
+    Shapes: ``(N, C_in, ny, nx) -> (N, C_out, ny*factor, nx*factor)`` (with guides
+    ``(N, C, ny*factor, nx*factor)`` besides).
     """
 
     def __init__(
@@ -748,14 +945,14 @@ class RDN(SRModel):
         **common: Any,
     ) -> None:
         super().__init__(**common)
-        self.sfe1 = _conv(self.in_channels, channels)
+        self.sfe1 = _conv(self.feature_in, channels)
         self.sfe2 = _conv(channels, channels)
         self.rdbs = nn.ModuleList(_RDB(channels, growth, layers) for _ in range(blocks))
         self.gff = nn.Sequential(
             nn.Conv2d(blocks * channels, channels, 1), _conv(channels, channels)
         )
         self.upsample = SubPixelUpsampler(channels, self.factor)
-        self.tail = _conv(channels, self.out_channels)
+        self.tail = _conv(channels, self.feature_out)
 
     def features(self, coarse: torch.Tensor) -> torch.Tensor:
         f_1 = self.sfe1(coarse)
