@@ -22,6 +22,12 @@ Two configurations:
 * ``generator="study"``: the configuration of the deep-image-prior study of sea-surface
   height (2.39 M parameters at 256 x 256, Adam(0.5, 0.999), lr 1e-3, plateau schedule
   (0.95, patience 10), 1500 iterations, no skip, full resolution).
+
+**Guided DIP.**  With fine-scale covariates (``guide=``), the unresolved part of each
+(normalised) guide reaches the output directly, at full resolution, times a coefficient
+fitted by least squares on the coarse grid and kept only where it is significant; the
+generator also gets the guide as input channels at every stage and outputs a smooth
+per-member modulation of that coefficient (see :func:`fit_dip` and ``docs/dip.md``).
 """
 
 from __future__ import annotations
@@ -137,6 +143,9 @@ def fit_dip(
     net_dtype: NetDtype = "float32",
     progress: bool = False,
     generator_options: dict[str, Any] | None = None,
+    guide: torch.Tensor | None = None,
+    guide_network: bool = True,
+    guide_significance: float = 4.0,
 ) -> DIPFit:
     """Fit ``members`` generators to each of ``B`` coarse fields, all in one batch.
 
@@ -185,6 +194,23 @@ def fit_dip(
         Show a tqdm progress bar with the loss.
     generator_options : dict, optional
         Extra keyword options of the generator class.
+    guide : torch.Tensor, optional, shape ``(B or 1, C, H, W)``
+        Fine-scale covariates (finite).  Each channel is normalised per field (mean and
+        standard deviation over the fine cells of the fit) and split into its coarse part
+        and its *anomaly* ``a_c`` (the guide minus the bicubic interpolation of its block
+        means).  The output gains ``sum_c (beta_c + gate_c * m_c) * a_c`` at full resolution,
+        with ``beta_c`` the least-squares fit of the block means of ``a_c`` to what bicubic
+        interpolation leaves of the field (fixed; shrunk by ``gate_c``), ``m_c`` an extra
+        output channel of the network (a smooth, per-member modulation) and
+        ``gate_c = (1 - (guide_significance / t_c)**2)+`` from the coefficient's t-statistic;
+        ``gate_c * a_c`` (on the network's cells) also enters every convolution of the
+        generator as input channels.
+    guide_network : bool
+        Feed the guide to the generator (input channels and modulation); False keeps only
+        the fixed linear path ``beta_c * a_c``.
+    guide_significance : float
+        t-statistic below which a guide channel is not used at all (its gate is 0); 0 uses
+        every guide as fitted.
 
     Returns
     -------
@@ -239,25 +265,59 @@ def fit_dip(
         tol_t = torch.full((B, 1), float(tol), dtype=ndt, device=dev)
         stop_level = tol_t if stop_level is None else torch.maximum(stop_level, tol_t)
 
+    gp = None
+    if guide is not None:
+        # the guide's coefficients are fitted to what bicubic interpolation leaves of the
+        # field (with or without the skip connection)
+        hp = target
+        if base is None:
+            filled = fill_nan(xn, 4)[:, None]
+            smooth = F.interpolate(filled, size=(H, W), mode="bicubic", align_corners=False)
+            hp = torch.where(ok, xn[:, None] - block_mean(smooth, factor, weights=wm), zero)
+        gp = _guide_parts(guide, xn, ok, hp, cw, wm, weights, factor, sub, guide_significance)
+    C = 0 if gp is None else gp.channels
     seeds = [int(seed) + k for _ in range(B) for k in range(K)]
-    gen = build_generator(generator, N, net_shape, seeds=seeds, **(generator_options or {}))
+    gopts = dict(generator_options or {})
+    if C and guide_network:
+        gopts.update(guide_channels=C, out_channels=1 + C)
+    gen = build_generator(generator, N, net_shape, seeds=seeds, **gopts)
     gen = gen.to(device=dev, dtype=ndt)
     params = list(gen.parameters())
+    if gp is not None:
+        # per member (n = field * K + k): the fixed coefficients, the gate, the anomaly
+        beta = gp.beta.repeat_interleave(K, dim=0).to(ndt)[:, :, None, None]  # (N, C, 1, 1)
+        gate = gp.gate.repeat_interleave(K, dim=0).to(ndt)[:, :, None, None]
+        a_net = gp.anomaly_net.repeat_interleave(K, dim=0).to(ndt)  # (N, C, h, w)
+        if guide_network:
+            gen.set_guide(gate * a_net)
     use_amp = bool(amp) and dev.type == "cuda"
 
-    def net(z: torch.Tensor | None = None) -> torch.Tensor:
-        """The generators' output at their resolution, ``(N, 1, ny*res, nx*res)``."""
+    def raw(z: torch.Tensor | None = None) -> torch.Tensor:
+        """The generators' output at their resolution, ``(N, out_channels, ny*res, nx*res)``."""
         if use_amp:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 y = gen(z)
             return y.to(ndt)
         return gen(z)
 
+    def net(z: torch.Tensor | None = None) -> torch.Tensor:
+        """The output at the network's resolution, guide path included, ``(N, 1, h, w)``."""
+        y = raw(z)
+        if gp is None:
+            return y
+        coef = beta + gate * y[:, 1:] if guide_network else beta
+        return y[:, :1] + (coef * a_net).sum(dim=1, keepdim=True)
+
     def render(z: torch.Tensor | None = None) -> torch.Tensor:
         """The fine output ``(B, K, H, W)``: skip + output interpolated to the fine grid."""
-        y = net(z)
+        y = raw(z)
         if sub > 1:
             y = F.interpolate(y, size=(H, W), mode="bicubic", align_corners=False)
+        if gp is not None:
+            # the guide path at full resolution: (beta + gate * modulation) * anomaly
+            coef = beta + gate * y[:, 1:] if guide_network else beta  # (N, C, H or 1, W or 1)
+            a = gp.anomaly.to(ndt).repeat_interleave(K, dim=0)  # (N, C, H, W)
+            y = y[:, :1] + (coef * a).sum(dim=1, keepdim=True)
         y = y.reshape(B, K, H, W)
         return y if base is None else y + base
 
@@ -353,6 +413,98 @@ def fit_dip(
     )
 
 
+@dataclass
+class _GuideParts:
+    """What a guided fit needs of the guide, per field (float64).
+
+    Attributes
+    ----------
+    channels : int
+    anomaly : torch.Tensor, shape ``(B, C, H, W)``
+        The normalised guide minus the bicubic interpolation of its block means: the part of
+        the guide that the coarse grid does not resolve.
+    anomaly_net : torch.Tensor, shape ``(B, C, h, w)``
+        Its (weighted) means on the network's cells.
+    beta : torch.Tensor, shape ``(B, C)``
+        Least-squares coefficients of the coarse residual on the block means of the anomaly,
+        times ``gate``.
+    gate : torch.Tensor, shape ``(B, C)``
+        Significance of each coefficient, in [0, 1]: ``(1 - (k / t)**2)+`` with ``t`` its
+        t-statistic and ``k`` the ``significance`` threshold.
+    t : torch.Tensor, shape ``(B, C)``
+        The t-statistics.
+    """
+
+    channels: int
+    anomaly: torch.Tensor
+    anomaly_net: torch.Tensor
+    beta: torch.Tensor
+    gate: torch.Tensor
+    t: torch.Tensor
+
+
+def _guide_parts(
+    guide: torch.Tensor,
+    xn: torch.Tensor,
+    ok: torch.Tensor,
+    target: torch.Tensor,
+    cw: torch.Tensor,
+    wm: torch.Tensor,
+    weights: torch.Tensor | None,
+    factor: int,
+    sub: int,
+    significance: float,
+) -> _GuideParts:
+    """Normalise the guide, split off its unresolved part and fit it to the coarse residual.
+
+    ``guide`` ``(B or 1, C, H, W)``; ``xn`` the normalised coarse fields ``(B, ny, nx)``,
+    ``ok`` their cells in the loss, ``target`` ``(B, 1, ny, nx)`` the normalised field minus
+    the block means of its bicubic interpolation, ``cw`` the cells' weights in the loss,
+    ``wm`` the fine weights of the block means, ``weights`` the cell areas.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..conserve import block_mean
+
+    dev = xn.device
+    B, ny, nx = xn.shape
+    H, W = ny * factor, nx * factor
+    g = guide.to(device=dev, dtype=torch.float64)
+    g = torch.broadcast_to(g, (B, g.shape[-3], H, W))
+    C = int(g.shape[1])
+    area = None if weights is None else weights.to(device=dev, dtype=torch.float64)
+    # normalise per field and channel over the fine cells that count in the fit
+    okf = ok.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    wv = torch.broadcast_to(wm * okf, (B, 1, H, W))
+    tot = wv.sum(dim=(-2, -1), keepdim=True).clamp(min=1e-300)
+    mg = (g * wv).sum(dim=(-2, -1), keepdim=True) / tot
+    sg = (((g - mg) ** 2 * wv).sum(dim=(-2, -1), keepdim=True) / tot).sqrt()
+    gn = (g - mg) / torch.where(sg > 0, sg, torch.ones_like(sg))
+    # the part of the guide the coarse grid does not resolve
+    gc = block_mean(gn, factor, weights=area)
+    anomaly = gn - F.interpolate(gc, size=(H, W), mode="bicubic", align_corners=False)
+    a_net = torch.nan_to_num(block_mean(anomaly, sub, weights=wm)) if sub > 1 else anomaly
+    # weighted least squares, per field: target ~ sum_c beta_c * block_mean(anomaly_c)
+    X = torch.nan_to_num(block_mean(anomaly, factor, weights=wm)).reshape(B, C, -1)
+    c64 = cw.to(torch.float64).reshape(B, 1, -1)
+    t = target.to(torch.float64).reshape(B, 1, -1)
+    eye = torch.eye(C, dtype=torch.float64, device=dev)
+    M = (X * c64) @ X.transpose(1, 2)  # (B, C, C)
+    M = M + eye * (1e-10 * M.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None] + 1e-30)
+    r = (X * c64 * t).sum(dim=-1)  # (B, C)
+    Minv = torch.linalg.inv(M)
+    beta = (Minv @ r[..., None])[..., 0]
+    # t-statistics (cw sums to one over the n cells in the loss)
+    n = ok.reshape(B, -1).sum(-1).to(torch.float64)
+    resid = t[:, 0] - (beta[..., None] * X).sum(1)
+    s2 = (c64[:, 0] * resid**2).sum(-1) * n / (n - C).clamp(min=1)
+    se2 = s2[:, None] * Minv.diagonal(dim1=1, dim2=2) / n.clamp(min=1)[:, None]
+    tstat = beta.abs() / se2.clamp(min=1e-300).sqrt()
+    gate = (1.0 - (float(significance) / tstat.clamp(min=1e-300)) ** 2).clamp(min=0.0)
+    return _GuideParts(C, anomaly, a_net, beta * gate, gate, tstat)
+
+
 #: On the CPU, members are fitted in batches of at most this many network output cells
 #: (members x fields x cells): beyond it the grouped convolutions outgrow the caches and a
 #: batch becomes slower per member than a loop (measured on a 256 x 256 output, one thread:
@@ -413,12 +565,29 @@ class DIP(Method):
         Largest number of members fitted in one batch (the rest follow in further batches;
         results do not change).  Default: all of them on a GPU; on the CPU as many as keep
         ``members x fields x network cells`` within ``CPU_BATCH_CELLS`` (2**18).
+    guide_network : bool, default True
+        With a guide (``guide=`` of :func:`xsr.downscale`): also feed it to the generator,
+        as input channels of every convolution and as a per-member modulation of its
+        coefficient.  False keeps only the linear path (the guide's unresolved part times
+        its least-squares coefficient), which is cheaper and cannot overfit.
+    guide_significance : float, default 4.0
+        With a guide: a channel whose least-squares coefficient has a t-statistic ``t`` is
+        used with the weight ``(1 - (guide_significance / t)**2)+``, so that a guide that
+        does not explain the coarse field (``t`` below the threshold) is not used at all.
+        0 uses every guide as fitted.
+
+    Notes
+    -----
+    **Guides.**  Fine-scale covariates (``context["guide"]``, ``C`` channels) are used when
+    given: see ``guide`` of :func:`fit_dip` and ``docs/dip.md`` ("Guided DIP").  The fit
+    loss stays the misfit of the block means, and the output is enforced as without one.
     """
 
     name = "dip"
     halo: ClassVar[int] = 2
     handles_nan: ClassVar[bool] = True
     stochastic: ClassVar[bool] = True
+    uses_guide: ClassVar[bool] = True
     _members: int = 1
 
     def __init__(
@@ -441,6 +610,8 @@ class DIP(Method):
         net_dtype: NetDtype = "float32",
         progress: bool | None = None,
         max_batch: int | None = None,
+        guide_network: bool = True,
+        guide_significance: float = 4.0,
     ) -> None:
         from ..nn.generators import GENERATORS
 
@@ -474,6 +645,13 @@ class DIP(Method):
         self.net_dtype: NetDtype = net_dtype
         self.progress = check_bool(progress, name="progress", allow_none=True)
         self.max_batch = check_int(max_batch, name="max_batch", minimum=1, allow_none=True)
+        self.guide_network = check_bool(guide_network, name="guide_network")
+        self.guide_significance = check_number(
+            guide_significance,
+            name="guide_significance",
+            minimum=0,
+            hint="it is the t-statistic a guide's coefficient must exceed to be used (0: always)",
+        )
 
     @staticmethod
     def _uncertainties() -> tuple[str, ...]:
@@ -511,6 +689,10 @@ class DIP(Method):
             opts["noise_std"] = self.noise_std
         if self.tol is not None:
             opts["tol"] = self.tol
+        if not self.guide_network:
+            opts["guide_network"] = False
+        if self.guide_significance != 4.0:
+            opts["guide_significance"] = self.guide_significance
         opts["uncertainty"] = self.uncertainty
         if self.uncertainty == "latent":
             opts["latent_samples"] = self.latent_samples
@@ -524,8 +706,12 @@ class DIP(Method):
         *,
         weights: Any = None,
         mask: Any = None,
+        guide: Any = None,
     ) -> DIPFit:
         """Fit the networks to ``x`` of shape ``(..., ny, nx)`` (leading dims flattened).
+
+        ``guide``: fine-scale covariates, ``(C, ny*factor, nx*factor)`` or
+        ``(..., C, ny*factor, nx*factor)`` with the leading dims of ``x``.
 
         Returns
         -------
@@ -551,6 +737,11 @@ class DIP(Method):
                 return t
             return torch.broadcast_to(t, (*lead, H, W)).reshape(B, 1, H, W)
 
+        gb = None
+        if guide is not None:
+            gt = torch.as_tensor(guide).to(device=x.device, dtype=torch.float64)
+            nc = gt.shape[-3]
+            gb = torch.broadcast_to(gt, (*lead, nc, H, W)).reshape(B, nc, H, W)
         progress = OPTIONS["progress"] if self.progress is None else self.progress
         amp = bool(self.amp)  # bfloat16 only when asked for (see docs/dip.md)
         K = self._members
@@ -580,6 +771,9 @@ class DIP(Method):
                     amp=amp,
                     net_dtype=self.net_dtype,
                     progress=progress,
+                    guide=gb,
+                    guide_network=self.guide_network,
+                    guide_significance=self.guide_significance,
                 )
             )
         if len(fits) == 1:
@@ -606,7 +800,13 @@ class DIP(Method):
 
         *lead, ny, nx = x.shape
         H, W = ny * factor, nx * factor
-        fit = self.fit(x, factor, weights=context.get("weights"), mask=context.get("mask"))
+        fit = self.fit(
+            x,
+            factor,
+            weights=context.get("weights"),
+            mask=context.get("mask"),
+            guide=context.get("guide"),
+        )
         fine = fit.members.mean(dim=1).reshape(*lead, H, W)
         samples: torch.Tensor | None
         if self.uncertainty == "latent":

@@ -8,7 +8,8 @@ member and per channel (instance normalisation), so that no statistic mixes memb
 ``seeds[k]``: the parameters and the latent input of each member are drawn from a
 ``torch.Generator`` seeded with its own seed.
 
-Shapes: latent inputs are ``(n, C, h, w)`` and outputs ``(n, 1, H, W)``.
+Shapes: latent inputs are ``(n, C, h, w)`` and outputs ``(n, 1, H, W)`` (``out_channels``
+channels when asked for).
 
 Two generators:
 
@@ -26,6 +27,15 @@ Two generators:
 Both compute the number of 2x upsampling blocks from the output size, start from a map
 shaped to the output's aspect ratio, and crop the last map centrally to exactly ``(H, W)``,
 so any output size works.
+
+**Guides.**  Built with ``guide_channels=C > 0``, a generator also takes ``C`` fine-scale
+covariates (:meth:`_Generator.set_guide`, ``(n, C, H, W)`` at the output size): they are
+padded to the uncropped size of the last map, area-averaged (2 x 2 means) down to the size of
+every earlier map, and concatenated beside the features at the input of every convolution,
+the last one included, so that each stage sees the guide at its own resolution.
+``out_channels`` > 1 gives the extra output channels that a caller uses to modulate its
+own use of the guide (see :func:`xsr.methods.dip.fit_dip`).  With ``guide_channels=0`` (the
+default) nothing changes: same layers, same initial parameters.
 """
 
 from __future__ import annotations
@@ -196,19 +206,71 @@ def _n_blocks(shape: tuple[int, int], start: int) -> int:
 
 
 class _Generator(nn.Module):
-    """Common parts: the latent buffer, per-member initialisation, the output crop."""
+    """Common parts: the latent buffer, per-member initialisation, the output crop, guides."""
 
     latent: torch.Tensor
 
-    def __init__(self, n: int, out_shape: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        n: int,
+        out_shape: tuple[int, int],
+        *,
+        guide_channels: int = 0,
+        out_channels: int = 1,
+    ) -> None:
         super().__init__()
         if n < 1:
             raise ValueError(f"n (members) must be >= 1, got {n}")
         h, w = (int(v) for v in out_shape)
         if h < 1 or w < 1:
             raise ValueError(f"out_shape must be positive, got {out_shape}")
+        if guide_channels < 0 or out_channels < 1:
+            raise ValueError(
+                f"guide_channels must be >= 0 and out_channels >= 1, got {guide_channels} "
+                f"and {out_channels}"
+            )
         self.n = n
         self.out_shape = (h, w)
+        self.guide_channels = int(guide_channels)
+        self.out_channels = int(out_channels)
+        self._pyramid: dict[tuple[int, int], torch.Tensor] = {}
+        self._full_shape = (h, w)  # the uncropped size of the last map (set by subclasses)
+
+    def set_guide(self, guide: torch.Tensor | None) -> None:
+        """Store the guide, ``(n, guide_channels, H, W)`` at the output size (or None).
+
+        The guide is padded (replicated edges) to the uncropped size of the last map, with
+        the offsets of the final crop, and area-averaged by 2 x 2 blocks down to the size of
+        every earlier map; each convolution gets the level of its input's size.
+        """
+        self._pyramid = {}
+        if guide is None:
+            if self.guide_channels:
+                raise ValueError(f"this generator needs a guide of {self.guide_channels} channels")
+            return
+        h, w = self.out_shape
+        if tuple(guide.shape) != (self.n, self.guide_channels, h, w):
+            raise ValueError(
+                f"guide must have shape {(self.n, self.guide_channels, h, w)}, got "
+                f"{tuple(guide.shape)}"
+            )
+        hf, wf = self._full_shape
+        oy, ox = (hf - h) // 2, (wf - w) // 2
+        g = F.pad(guide, (ox, wf - w - ox, oy, hf - h - oy), mode="replicate")
+        while True:
+            self._pyramid[(int(g.shape[-2]), int(g.shape[-1]))] = g
+            if g.shape[-2] % 2 or g.shape[-1] % 2 or min(g.shape[-2:]) < 2:
+                break
+            g = F.avg_pool2d(g, 2)
+
+    def _cat(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the guide at its resolution concatenated as extra channels."""
+        if not self.guide_channels:
+            return x
+        if not self._pyramid:
+            raise ValueError("this generator has guide channels: call set_guide(guide) first")
+        g = self._pyramid[(int(x.shape[-2]), int(x.shape[-1]))]
+        return torch.cat([x, g.to(x.dtype)], dim=1)
 
     def _latent_shape(self) -> tuple[int, int, int]:
         raise NotImplementedError
@@ -226,7 +288,8 @@ class _Generator(nn.Module):
         self.register_buffer("latent", z)
 
     def forward(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``g(z)``, shape ``(n, 1, H, W)``; ``z`` defaults to the stored latent."""
+        """Return ``g(z)``, shape ``(n, out_channels, H, W)``; ``z`` defaults to the stored
+        latent."""
         y = self.body(self.latent if z is None else z)
         return _crop(y, self.out_shape)
 
@@ -253,10 +316,14 @@ class StudyGenerator(_Generator):
     start : int, default 4
         Size of the first map (4 x 4 for a square output).
     upsample : {"bilinear", "nearest"}, default "bilinear"
+    guide_channels : int, default 0
+        Fine-scale covariates concatenated at the input of every convolution (see
+        :meth:`set_guide`).
+    out_channels : int, default 1
 
     Notes
     -----
-    Shapes: latent ``(n, latent_channels, 1, 1)``, output ``(n, 1, H, W)``.
+    Shapes: latent ``(n, latent_channels, 1, 1)``, output ``(n, out_channels, H, W)``.
     """
 
     def __init__(
@@ -270,24 +337,28 @@ class StudyGenerator(_Generator):
         min_width: int = 4,
         start: int = 4,
         upsample: Upsample = "bilinear",
+        guide_channels: int = 0,
+        out_channels: int = 1,
     ) -> None:
-        super().__init__(n, out_shape)
+        super().__init__(n, out_shape, guide_channels=guide_channels, out_channels=out_channels)
         h, w = self.out_shape
         nb = _n_blocks(self.out_shape, start)
         h0, w0 = math.ceil(h / 2**nb), math.ceil(w / 2**nb)
+        self._full_shape = (h0 * 2**nb, w0 * 2**nb)
         self.latent_channels = latent_channels
         self.upsample: Upsample = upsample
         self.head = MemberLatentToMap(n, latent_channels, width, (h0, w0))
         convs, norms = [], []
         c = width
+        gc = self.guide_channels
         for _ in range(nb):
             c2 = max(c // 2, min_width)
-            convs.append(MemberConv2d(n, c, c2, 3))
+            convs.append(MemberConv2d(n, c + gc, c2, 3))
             norms.append(MemberNorm(n, c2))
             c = c2
         self.convs = nn.ModuleList(convs)
         self.norms = nn.ModuleList(norms)
-        self.last = MemberConv2d(n, c, 1, 3)
+        self.last = MemberConv2d(n, c + gc, self.out_channels, 3)
         self._reset(_check_seeds(n, seeds))
 
     def _latent_shape(self) -> tuple[int, int, int]:
@@ -296,8 +367,8 @@ class StudyGenerator(_Generator):
     def body(self, z: torch.Tensor) -> torch.Tensor:
         x = self.head(z)
         for conv, norm in zip(self.convs, self.norms):
-            x = F.relu(norm(conv(_pad(_up(x, self.upsample), 1))))
-        return self.last(_pad(x, 1))
+            x = F.relu(norm(conv(_pad(self._cat(_up(x, self.upsample)), 1))))
+        return self.last(_pad(self._cat(x), 1))
 
 
 class DecoderGenerator(_Generator):
@@ -322,11 +393,15 @@ class DecoderGenerator(_Generator):
     upsample : {"bilinear", "nearest"}, default "bilinear"
     out_scale : float, default 0.1
         Factor on the initial weights of the last (1 x 1) convolution.
+    guide_channels : int, default 0
+        Fine-scale covariates concatenated at the input of every convolution (see
+        :meth:`set_guide`).
+    out_channels : int, default 1
 
     Notes
     -----
     Shapes: latent ``(n, latent_channels, H / 2**B, W / 2**B)`` (rounded up), output
-    ``(n, 1, H, W)``.
+    ``(n, out_channels, H, W)``.
     """
 
     def __init__(
@@ -341,23 +416,27 @@ class DecoderGenerator(_Generator):
         min_width: int = 16,
         upsample: Upsample = "bilinear",
         out_scale: float = 0.1,
+        guide_channels: int = 0,
+        out_channels: int = 1,
     ) -> None:
-        super().__init__(n, out_shape)
+        super().__init__(n, out_shape, guide_channels=guide_channels, out_channels=out_channels)
         h, w = self.out_shape
         nb = _n_blocks(self.out_shape, latent_size)
         self.latent_hw = (math.ceil(h / 2**nb), math.ceil(w / 2**nb))
+        self._full_shape = (self.latent_hw[0] * 2**nb, self.latent_hw[1] * 2**nb)
         self.latent_channels = latent_channels
         self.upsample: Upsample = upsample
         convs, norms = [], []
         c = latent_channels
         c2 = width
+        gc = self.guide_channels
         for _ in range(nb + 1):
-            convs.append(MemberConv2d(n, c, c2, 3))
+            convs.append(MemberConv2d(n, c + gc, c2, 3))
             norms.append(MemberNorm(n, c2))
             c, c2 = c2, max(c2 // 2, min_width)
         self.convs = nn.ModuleList(convs)
         self.norms = nn.ModuleList(norms)
-        self.last = MemberConv2d(n, c, 1, 1, scale=out_scale)
+        self.last = MemberConv2d(n, c + gc, self.out_channels, 1, scale=out_scale)
         self._reset(_check_seeds(n, seeds))
 
     def _latent_shape(self) -> tuple[int, int, int]:
@@ -367,10 +446,10 @@ class DecoderGenerator(_Generator):
         x = z
         nb = len(self.convs) - 1
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            x = F.relu(norm(conv(_pad(x, 1))))
+            x = F.relu(norm(conv(_pad(self._cat(x), 1))))
             if i < nb:
                 x = _up(x, self.upsample)
-        return self.last(x)
+        return self.last(self._cat(x))
 
 
 def build_generator(
@@ -398,7 +477,7 @@ def build_generator(
     Returns
     -------
     StudyGenerator or DecoderGenerator
-        Its ``forward()`` returns ``(n, 1, H, W)``.
+        Its ``forward()`` returns ``(n, out_channels, H, W)`` (one channel by default).
     """
     if name == "study":
         return StudyGenerator(n, out_shape, seeds=seeds, **options)
