@@ -92,26 +92,9 @@ def log(*a: Any) -> None:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-def bilinear(
-    src_y: np.ndarray, src_x: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray
-) -> np.ndarray:
-    """``z`` (on the ascending 1-D axes ``src_y``, ``src_x``) at the points ``y x x``."""
-    iy = np.interp(y, src_y, np.arange(src_y.size))
-    ix = np.interp(x, src_x, np.arange(src_x.size))
-    y0 = np.clip(np.floor(iy).astype(int), 0, src_y.size - 2)
-    x0 = np.clip(np.floor(ix).astype(int), 0, src_x.size - 2)
-    fy, fx = (iy - y0)[:, None], (ix - x0)[None, :]
-    y0, x0 = y0[:, None], x0[None, :]
-    return (
-        z[y0, x0] * (1 - fy) * (1 - fx)
-        + z[y0 + 1, x0] * fy * (1 - fx)
-        + z[y0, x0 + 1] * (1 - fy) * fx
-        + z[y0 + 1, x0 + 1] * fy * fx
-    )
-
-
 def load_gridmet() -> tuple[xr.Dataset, xr.DataArray]:
-    """The temperature crop (Dataset, one variable) and the elevation on its grid (m)."""
+    """The temperature crop (Dataset, one variable) and the elevation on its own 1-arcmin
+    grid (m), as a user has them: :mod:`xsr.guides` brings it onto each output grid."""
     import xsr
 
     t = xr.open_dataset(xsr.datasets.fetch(TEMPERATURE))
@@ -121,12 +104,8 @@ def load_gridmet() -> tuple[xr.Dataset, xr.DataArray]:
     crop = crop.astype("float64").load()
     if not bool(crop["air_temperature"].notnull().all()):
         raise RuntimeError("the Colorado crop of gridMET holds NaN")
-    ey, ex = e["y"].values, e["x"].values
-    z = bilinear(ey, ex, e["z"].values, crop["lat"].values, crop["lon"].values)
-    elev = xr.DataArray(
-        z, dims=("lat", "lon"), coords={"lat": crop["lat"], "lon": crop["lon"]}, name="elevation"
-    )
-    elev.attrs.update(units="m", long_name="elevation (bilinear from 1 arcmin)")
+    elev = e["z"].astype("float64").load().rename("elevation")
+    elev.attrs.update(units="m", long_name="elevation (1 arcmin)")
     return crop, elev
 
 
@@ -135,30 +114,26 @@ def shuffled(a: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(a.ravel()).reshape(a.shape)
 
 
+def shuffled_guide(elev: xr.DataArray, seed: int) -> xr.DataArray:
+    """The elevation's values in a random order over its own (1-arcmin) grid."""
+    return elev.copy(data=shuffled(elev.values, seed))
+
+
 # --------------------------------------------------------------------------------------------
 # downscaling and scores
 # --------------------------------------------------------------------------------------------
 def downscale(
-    coarse: xr.Dataset, f: int, guide: np.ndarray | None, args: argparse.Namespace, **opts: Any
+    coarse: xr.Dataset, f: int, guide: xr.DataArray | None, args: argparse.Namespace, **opts: Any
 ) -> tuple[np.ndarray, Any]:
-    """Downscale the coarse temperature by ``f``: the fine field and the method instance.
-
-    Until ``ds.sr.downscale(guide=...)`` exists on this branch this calls the array pipeline
-    with the fine cell areas; the switch is
-    ``coarse.sr.downscale(factor=f, method=m, guide=elev, device=args.device)``.
-    """
+    """Downscale the coarse temperature by ``f`` as a user does (``xsr.downscale`` with the
+    guide on its own grid): the fine field and the method instance."""
     import xsr
-    from xsr.methods import downscale_array, get_method
+    from xsr.methods import get_method
 
     method = opts.pop("method")
     m = get_method(method, **opts)
-    w = xsr.cell_areas(coarse, factor=f)
-    x = coarse["air_temperature"].values
-    kw: dict[str, Any] = (
-        {"guide": guide[None], "guide_names": ("elevation",)} if guide is not None else {}
-    )
-    y = downscale_array(x, factor=f, method=m, weights=w, device=args.device, **kw)
-    return np.asarray(y, dtype=np.float64), m
+    out = xsr.downscale(coarse, factor=f, method=m, guide=guide, device=args.device)
+    return np.asarray(out["air_temperature"].values, dtype=np.float64), m
 
 
 def cons_error(fine: np.ndarray, crop: xr.Dataset, coarse: xr.Dataset, f: int) -> float:
@@ -218,13 +193,13 @@ def twin(
 
     truth = crop["air_temperature"].values
     coarse = xsr.coarsen(crop, factor=f)
-    g = elev.values
-    g_shuf = shuffled(g, args.seed)
+    g = elev
+    g_shuf = shuffled_guide(elev, args.seed)
     dip = {"method": "dip-ensemble", "members": args.members, "seed": args.seed}
     dip["progress"] = False
     if args.iterations is not None:
         dip["iterations"] = args.iterations
-    cases: list[tuple[str, dict[str, Any], np.ndarray | None]] = [
+    cases: list[tuple[str, dict[str, Any], xr.DataArray | None]] = [
         ("bicubic", {"method": "bicubic"}, None),
         ("regression", {"method": "regression"}, g),
         ("regression_shuffled", {"method": "regression"}, g_shuf),
@@ -276,7 +251,7 @@ def twin(
             rows.append(
                 {**common, "method": label, "status": "not available: dip-ensemble takes no guide"}
             )
-    rows.extend(trained(crop, elev, coarse, f, args))
+    rows.extend(trained(f, args))
     base = next(r["rmse_K"] for r in rows if r["method"] == "bicubic")
     for r in rows:
         if "rmse_K" in r and "rmse_vs_bicubic" not in r:
@@ -284,67 +259,68 @@ def twin(
     return rows, fields
 
 
-def trained(
-    crop: xr.Dataset, elev: xr.DataArray, coarse: xr.Dataset, f: int, args: argparse.Namespace
-) -> list[dict[str, Any]]:
-    """The guided network: trained on the northern 60 % of the crop, scored on the rest."""
+def trained(f: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The guided network, by ``bench_cnn_guided.run_factor``: EDSR trained on the northern
+    60 % of the crop (with the elevation, without, with the shuffled elevation), scored on
+    the southern 40 % against conservative bicubic on the same cells."""
     common = {"field": "gridmet_tasmax_colorado", "factor": f}
-    labels = ("cnn_guided", "cnn_guided_shuffled")
+    labels = ("cnn", "cnn_guided", "cnn_guided_shuffled")
     if args.no_train:
         return [{**common, "method": lb, "status": "skipped (--no-train)"} for lb in labels]
     if not guided_training_available():
         return [
+            {**common, "method": lb, "status": "not available: no guided network"} for lb in labels
+        ]
+    import bench_cnn_guided as bc  # benchmarks/ (run as a script)
+
+    da, elev = bc.load()
+    budget: dict[str, Any] = {
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "crop": 64,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "patience": 3,
+        "seed": args.seed,
+        "augment": True,
+    }
+    res = bc.run_factor(f, da, elev, [args.network], budget)
+    rows = []
+    for label, variant in zip(labels, ("none", "elevation", "shuffled"), strict=True):
+        v = res["models"][args.network][variant]
+        rows.append(
             {
                 **common,
-                "method": lb,
-                "status": "not available: no guided network (xsr.train "
-                "takes no guide, or method 'cnn' does not use one)",
+                "method": label,
+                "network": args.network,
+                "guide": {"none": None, "elevation": "elevation"}.get(
+                    variant, "elevation shuffled"
+                ),
+                "train_rows": [0, bc.TRAIN_ROWS],
+                "test_rows": [bc.TRAIN_ROWS, bc.ROWS],
+                "rmse_K": v["rmse"],
+                "rmse_bicubic_test_K": res["rmse_bicubic"],
+                "rmse_vs_bicubic": v["ratio_to_bicubic"],
+                "conservation_error": v["conservation_error"],
+                "train_seconds": v["train_seconds"],
+                "seconds": v["predict_seconds"],
+                "epochs_run": v["epochs_run"],
+                "budget": budget,
             }
-            for lb in labels
-        ]
-    import xsr
-
-    ny = crop.sizes["lat"]
-    split = round(0.6 * ny / f) * f  # whole coarse rows: north [0, split), south the rest
-    train_ds = crop.isel(lat=slice(0, split))
-    test = slice(split, ny)
-    truth = crop["air_temperature"].values
-    bic, _ = downscale(coarse, f, None, args, method="bicubic")
-    base = scores(bic, truth, test)["rmse_K"]
-    rows = []
-    for label, g in (
-        ("cnn_guided", elev.values),
-        ("cnn_guided_shuffled", shuffled(elev.values, args.seed)),
-    ):
-        gda = elev.copy(data=g)
-        row: dict[str, Any] = {
+        )
+    lapse = res["lapse"]
+    rows.append(
+        {
             **common,
-            "method": label,
-            "train_rows": [0, split],
-            "test_rows": [split, ny],
+            "method": "lapse_rate_train_region",
+            "guide": "elevation",
+            "test_rows": [bc.TRAIN_ROWS, bc.ROWS],
+            "rmse_K": lapse["rmse"],
+            "rmse_vs_bicubic": lapse["ratio_to_bicubic"],
+            "lapse_rate_K_per_km": lapse["lapse_rate_K_per_km"],
+            "conservation_error": lapse["conservation_error"],
         }
-        try:
-            t0 = time.perf_counter()
-            model = xsr.train(
-                train_ds,
-                factor=f,
-                guide=gda.isel(lat=slice(0, split)),
-                epochs=args.epochs,
-                seed=args.seed,
-                device=args.device,
-                progress=False,
-            )
-            train_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            fine, _ = downscale(coarse, f, g, args, method="cnn", model=model)
-            row.update(train_seconds=train_s, seconds=time.perf_counter() - t0)
-            row.update(scores(fine, truth, test))
-            row["rmse_bicubic_test_K"] = base
-            row["rmse_vs_bicubic"] = row["rmse_K"] / base
-            row["conservation_error"] = cons_error(fine, crop, coarse, f)
-        except Exception as e:  # an interface that changed under us: report, do not crash
-            row["status"] = f"error: {type(e).__name__}: {e}"
-        rows.append(row)
+    )
     return rows
 
 
@@ -374,7 +350,9 @@ def null_study(
                     gs = g.mean() + g.std() * rng.normal(size=g.shape)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    y, _ = downscale(coarse, f, gs, args, method="regression", **opts)
+                    y, _ = downscale(
+                        coarse, f, elev.copy(data=gs), args, method="regression", **opts
+                    )
                 ratios.append(float(np.sqrt(np.mean((y - truth) ** 2))) / base)
             r = np.asarray(ratios)
             out.append(
@@ -504,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factors", nargs="+", type=int, default=[4, 8, 16])
     p.add_argument("--members", type=int, default=10, help="DIP ensemble members")
     p.add_argument("--iterations", type=int, default=None, help="DIP iterations")
-    p.add_argument("--epochs", type=int, default=20, help="guided network training")
+    p.add_argument("--epochs", type=int, default=12, help="guided network: epochs")
+    p.add_argument("--steps-per-epoch", type=int, default=25, help="guided network: steps")
+    p.add_argument("--network", default="edsr", help="guided network (xsr.nn.sr)")
     p.add_argument("--seed", type=int, default=0, help="DIP seed and the shuffle's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -541,9 +521,12 @@ def main(argv: list[str] | None = None) -> int:
         "truth": f"{TEMPERATURE} air_temperature, lat {float(crop.lat[0]):.3f}.."
         f"{float(crop.lat[-1]):.3f}, lon {float(crop.lon[0]):.3f}..{float(crop.lon[-1]):.3f}",
         "shape": [crop.sizes["lat"], crop.sizes["lon"]],
-        "guide": f"{ELEVATION} z, bilinear to the gridMET centres",
+        "guide": f"{ELEVATION} z (1 arcmin), brought onto each output grid by xsr.guides",
         "corr_truth_elevation": float(
-            np.corrcoef(crop["air_temperature"].values.ravel(), elev.values.ravel())[0, 1]
+            xr.corr(
+                crop["air_temperature"],
+                elev.interp(y=crop["lat"], x=crop["lon"]).drop_vars(["y", "x"]),
+            )
         ),
     }
     rows: list[dict[str, Any]] = []

@@ -561,3 +561,44 @@ def test_distill_with_a_guide(guided_teacher: str) -> None:
     # an unguided teacher cannot take the guide
     with pytest.raises(MethodError, match="does not use a guide"):
         xsr.distill(coarse, factor=2, teacher="bicubic", samples=6, guide=g, device="cpu")
+
+
+def test_cli_train_and_distill_with_guides(
+    guided_teacher: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from xsr.cli import main
+
+    hr, g = _toy(4, 5, n=16)
+    src, gfile = tmp_path / "hr.nc", tmp_path / "elev.nc"
+    hr.to_dataset().to_netcdf(src)
+    g.to_dataset().to_netcdf(gfile)
+    out = tmp_path / "m.pt"
+    args = ["train", str(src), "--out", str(out), "-f", "2", "-m", "srcnn", "--crop", "8",
+            "--epochs", "1", "--steps-per-epoch", "2", "--no-progress",
+            "--guide", f"{gfile}:elev"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert f"--guide {gfile}:elev" in text
+    tm = TrainedModel.load(out)
+    assert tm.guide_names == ("elev",)
+    # the model downscales through the CLI with the guide, and refuses to without it
+    coarse, fine = tmp_path / "coarse.nc", tmp_path / "fine.nc"
+    xsr.coarsen(hr, factor=2).to_dataset().to_netcdf(coarse)
+    down = ["downscale", str(coarse), str(fine), "-f", "2", "-m", "cnn", "--model", str(out)]
+    assert main(down) == 2
+    assert "elev" in capsys.readouterr().err and not fine.exists()
+    assert main([*down, "--guide", str(gfile)]) == 0
+    with xr.open_dataset(fine) as f, xr.open_dataset(coarse) as c:
+        assert conservation_error(f["tas"].values, c["tas"].values, 2) < 1e-12
+        assert "elev" in f["tas"].attrs["xsr_guide"]
+    # distillation of a guided teacher into a guided student
+    student = tmp_path / "s.pt"
+    dist = ["distill", str(coarse), "--out", str(student), "-f", "2", "--teacher",
+            guided_teacher, "--student", "srcnn", "--samples", "4", "--epochs", "1",
+            "--crop", "8", "--no-progress", "--guide", f"{gfile}:elev"]  # fmt: skip
+    assert main(dist) == 0
+    assert f"--guide {gfile}:elev" in capsys.readouterr().out
+    assert TrainedModel.load(student).guide_names == ("elev",)
+    # a guide that is not in the file: status 2 and the variables that are
+    assert main([*args[:-2], "--overwrite", "--guide", f"{gfile}:nope"]) == 2
+    assert "'nope' is not a variable" in capsys.readouterr().err

@@ -58,6 +58,17 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress")
+    p.add_argument(
+        "--guide",
+        action="append",
+        default=None,
+        metavar="FILE[:VAR]",
+        help=(
+            "fine-scale covariate (e.g. --guide elevation.nc:elevation), repeatable; on any "
+            "grid that covers the fields; saved in the model file, needed again at inference "
+            "(xsr downscale --method cnn --guide ...)"
+        ),
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -378,6 +389,7 @@ def _train(args: argparse.Namespace) -> int:
         model_options={"skip": True} if args.skip else None,
         augment=args.augment,
         min_valid=args.min_valid,
+        guides=batch.open_guides(args.guide) if args.guide else None,
     )
     elapsed = time.perf_counter() - t0
     tm.save(out)
@@ -392,8 +404,10 @@ def _train(args: argparse.Namespace) -> int:
         best = min(v for v in train_loss if v is not None)
         print(f"  best training loss (normalised MSE): {best:.4g}")
     print(f"  wrote {out}")
+    guides = "".join(f" --guide {g}" for g in args.guide or ())
     print(
-        f"  use it: xsr downscale COARSE.nc FINE.nc --factor {tm.factor} --method cnn --model {out}"
+        f"  use it: xsr downscale COARSE.nc FINE.nc --factor {tm.factor} --method cnn "
+        f"--model {out}{guides}"
     )
     return 0
 
@@ -447,6 +461,7 @@ def _distill(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         downscale=False,
+        guide=batch.open_guides(args.guide) if args.guide else None,
     )
     d.model.save(out)
     r = d.report
@@ -467,7 +482,7 @@ def _distill(args: argparse.Namespace) -> int:
         print(f"  wrote {report_path}")
     print(
         f"  next: xsr downscale {' '.join(args.inputs)} FINE.zarr --factor {args.factor} "
-        f"--method cnn --model {out}"
+        f"--method cnn --model {out}" + "".join(f" --guide {g}" for g in args.guide or ())
     )
     return 0
 
