@@ -185,6 +185,7 @@ def run_factor(
         "test_cells": list(south.shape),
         "coarse_test_cells": list(coarse.shape),
         "rmse_bicubic": r_bic,
+        "ssim_bicubic": xsr.metrics.ssim(bic.values, south.values),
         "lapse": lapse_baseline(north, south, elev, f),
         "models": {},
     }
@@ -215,6 +216,7 @@ def run_factor(
             out[variant] = {
                 "rmse": r,
                 "ratio_to_bicubic": r / r_bic,
+                "ssim": xsr.metrics.ssim(pred.values, south.values),
                 "conservation_error": float(
                     xsr.conserve.conservation_error(pred.values, coarse.values, f, weights=w)
                 ),

@@ -301,6 +301,8 @@ def trained(f: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "rmse_K": v["rmse"],
                 "rmse_bicubic_test_K": res["rmse_bicubic"],
                 "rmse_vs_bicubic": v["ratio_to_bicubic"],
+                "ssim": v["ssim"],
+                "ssim_bicubic_test": res["ssim_bicubic"],
                 "conservation_error": v["conservation_error"],
                 "train_seconds": v["train_seconds"],
                 "seconds": v["predict_seconds"],
@@ -322,6 +324,56 @@ def trained(f: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+def ceiling(crop: xr.Dataset, elev: xr.DataArray, f: int) -> dict[str, Any]:
+    """What a lapse-rate model can reach at best: coefficients fitted against the *truth*.
+
+    With ``A`` the elevation's anomaly on the output grid (the elevation as the methods get
+    it, minus the conservative bicubic interpolation of its block means) and ``R`` the truth
+    minus conservative bicubic, the RMSE ratio to bicubic of ``bicubic + a A`` for the best
+    single ``a`` (least squares against the truth), for the best ``a`` per window of ``w x w``
+    coarse cells (a local oracle), and for ``a`` a linear function of the bicubic
+    temperature and elevation.  No method can know these coefficients; they bound what a
+    linear use of the guide can gain here.
+    """
+    from scipy.ndimage import uniform_filter
+
+    import xsr
+    from xsr.cfgrid import describe
+    from xsr.guides import prepare_guides
+
+    truth = crop["air_temperature"].values
+    coarse = xsr.coarsen(crop, factor=f)
+    bic = xsr.downscale(coarse, factor=f, method="bicubic")["air_temperature"].values
+    prep = prepare_guides(elev, coarse, describe(coarse, "lat", "lon"), f)
+    g = np.asarray(prep.variable.values)[0]
+    gds = crop.copy(data={"air_temperature": g})
+    gbic = xsr.downscale(xsr.coarsen(gds, factor=f), factor=f, method="bicubic")
+    a_ = g - gbic["air_temperature"].values
+    r = truth - bic
+    base = float(np.sqrt(np.mean(r**2)))
+
+    def ratio(pred: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((r - pred) ** 2))) / base
+
+    def fit(feats: list[np.ndarray]) -> float:
+        x = np.stack([v.ravel() for v in feats], axis=1)
+        coef = np.linalg.lstsq(x, r.ravel(), rcond=None)[0]
+        return ratio((x @ coef).reshape(r.shape))
+
+    out: dict[str, Any] = {"factor": f, "global": fit([a_])}
+    coef = float(np.sum(r * a_) / np.sum(a_ * a_))
+    out["global_coef_K_per_km"] = 1000 * coef
+    tn = (bic - bic.mean()) / bic.std()
+    gn = (gbic["air_temperature"].values - g.mean()) / g.std()
+    out["linear_in_T_and_elevation"] = fit([a_, a_ * tn, a_ * gn])
+    for w in (2, 4, 8):
+        num = uniform_filter(r * a_, w * f, mode="nearest")
+        den = uniform_filter(a_ * a_, w * f, mode="nearest") + 1e-12
+        out[f"local_{w}x{w}_coarse_cells"] = ratio(num / den * a_)
+    log(f"ceiling x{f}: {out}")
+    return out
 
 
 def null_study(
@@ -537,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             figure(crop, fields, f, args.figure)
     result["twin"] = rows
     result["targets"] = check_targets(rows)
+    result["ceiling"] = [ceiling(crop, elev, f) for f in args.factors]
     if args.null_seeds:
         result["null_guides"] = [r for f in args.factors for r in null_study(crop, elev, f, args)]
     if args.others:
