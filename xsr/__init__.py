@@ -24,6 +24,7 @@ from .options import get_options, set_options
 
 __all__ = [
     "Distillation",
+    "Evaluation",
     "Method",
     "TrainedModel",
     "XsrError",
@@ -33,6 +34,7 @@ __all__ = [
     "datasets",
     "distill",
     "downscale",
+    "evaluate",
     "exceptions",
     "get_method",
     "get_options",
@@ -54,6 +56,7 @@ _LAZY = {
     "training",
     "models",
     "distillation",
+    "evaluation",
 }
 #: Callables and classes imported on first use (they pull in torch or heavier modules).
 _LAZY_ATTRS = {
@@ -62,6 +65,8 @@ _LAZY_ATTRS = {
     "load_model": ("models", "load_model"),
     "distill": ("distillation", "distill"),
     "Distillation": ("distillation", "Distillation"),
+    "evaluate": ("evaluation", "evaluate"),
+    "Evaluation": ("evaluation", "Evaluation"),
 }
 
 

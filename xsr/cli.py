@@ -17,6 +17,9 @@ Batch jobs -- several inputs or globs, zarr in or out, ``--chunks``, ``--tile-si
 high-resolution fields (:func:`xsr.train`); ``xsr downscale ... --method cnn --model
 MODEL.pt`` applies it.  ``xsr distill COARSE... --out STUDENT.pt --factor F`` distils a
 ``dip-ensemble`` into such a network on a sample of a series (:func:`xsr.distill`).
+
+``xsr evaluate FINE.nc... --factor F --methods bicubic,dip-ensemble,cnn:MODEL.pt``: the twin
+experiment on the user's own fields (:func:`xsr.evaluate`): a table, figures and a JSON file.
 """
 
 from __future__ import annotations
@@ -231,6 +234,54 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip", action="store_true", help="learn a correction to bicubic")
     t.add_argument("--checkpoint", default=None, help="also save the best model here")
     _add_job_options(t)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="which method works on your data? the twin experiment on your own fields",
+        description=(
+            "Take the fields of INPUT (netCDF/zarr; several files are combined) as the truth, "
+            "block-average them by FACTOR (xsr.coarsen), downscale them back with each of "
+            "METHODS and score every result against the truth (xsr.evaluate): RMSE, MAE, "
+            "SSIM, CRPS, spread-skill, effective resolution, conservation error, time, peak "
+            "memory. Prints the table and writes evaluation.json, evaluation.md and figures "
+            "into --out."
+        ),
+    )
+    ev.add_argument("inputs", nargs="+", metavar="INPUT", help="fine fields (netCDF/zarr)")
+    ev.add_argument("-f", "--factor", type=int, required=True, help="refinement factor")
+    ev.add_argument(
+        "-m",
+        "--methods",
+        default="bicubic,dip-ensemble",
+        help="comma-separated methods, e.g. bicubic,dip-ensemble,cnn:MODEL.pt "
+        "(default bicubic,dip-ensemble); the first is the reference of the ratio column",
+    )
+    ev.add_argument(
+        "-O",
+        "--option",
+        action="append",
+        default=None,
+        metavar="METHOD.KEY=VALUE",
+        help="a method option, e.g. -O dip-ensemble.members=5 (repeatable; values are "
+        "parsed as JSON when they can be: 5, 0.1, true, null)",
+    )
+    ev.add_argument("--members", type=int, default=None, help="members of ensemble methods")
+    ev.add_argument("--iterations", type=int, default=None, help="iterations of DIP methods")
+    ev.add_argument("--var", action="append", default=None, help="variable (repeatable)")
+    ev.add_argument("--dims", nargs=2, metavar=("Y", "X"), help="horizontal dimension names")
+    ev.add_argument(
+        "--guide",
+        action="append",
+        default=None,
+        metavar="FILE[:VAR]",
+        help="fine-scale covariate for the methods that use one (repeatable)",
+    )
+    ev.add_argument("--out", default=None, help="output folder (default xsr_evaluate_x<FACTOR>)")
+    ev.add_argument("--no-mask", dest="mask", action="store_false", help="no fine land mask")
+    ev.add_argument("--no-figures", dest="figures", action="store_false", help="no figures")
+    ev.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    ev.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation")
+    ev.add_argument("--no-progress", dest="progress", action="store_false", help="no progress")
 
     demo = sub.add_parser(
         "demo",
@@ -498,6 +549,63 @@ def _explicit_options(argv: Sequence[str] | None) -> dict[str, Any]:
     return {k: v for k, v in vars(ns).items() if k not in ("command", "help")}
 
 
+def _option_value(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from . import batch
+    from .evaluation import evaluate, parse_methods
+
+    options: dict[str, dict[str, Any]] = {}
+    specs = parse_methods(args.methods)
+    for spec in specs:
+        name = spec.name or spec.label
+        if args.members is not None and name == "dip-ensemble":
+            options.setdefault(spec.label, {})["members"] = args.members
+        if args.iterations is not None and name in ("dip", "dip-ensemble"):
+            options.setdefault(spec.label, {})["iterations"] = args.iterations
+        if not args.progress and name in ("dip", "dip-ensemble"):
+            options.setdefault(spec.label, {})["progress"] = False
+    for item in args.option or ():
+        key, eq, value = item.partition("=")
+        method, dot, opt = key.rpartition(".")
+        if not (eq and dot and method and opt):
+            raise OptionError(
+                f"-O {item!r}: expected METHOD.KEY=VALUE, e.g. -O dip-ensemble.members=5"
+            )
+        options.setdefault(method, {})[opt] = _option_value(value)
+    ds = batch.open_inputs(list(args.inputs), var=list(args.var) if args.var else None)
+    out = args.out if args.out is not None else f"xsr_evaluate_x{args.factor}"
+    ev = evaluate(
+        ds,
+        factor=args.factor,
+        methods=args.methods,
+        method_options=options,
+        var=list(args.var) if args.var else None,
+        dims=tuple(args.dims) if args.dims else None,
+        guide=batch.open_guides(args.guide) if args.guide else None,
+        mask=args.mask,
+        device=args.device,
+        out=out,
+        figures=args.figures,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    print(f"xsr evaluate: {', '.join(args.inputs)}, x{args.factor}")
+    print()
+    print(ev.table())
+    for v in ev.variables:
+        print(f"best RMSE for {v}: {ev.best('rmse', variable=v)}")
+    print(f"wrote {', '.join(str(p) for p in ev.files)}")
+    return 0
+
+
 def _batch(argv: Sequence[str] | None) -> int:
     from . import batch
 
@@ -521,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "distill":
             return _distill(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "demo":
             from .demo import run_demo
 
