@@ -31,6 +31,7 @@ __all__ = [
     "any_xarray",
     "as_dataarray",
     "conform",
+    "drop_clashes",
     "finish",
     "is_dask",
     "reduce_dims",
@@ -101,13 +102,22 @@ def _same_coordinate(a: xr.DataArray, b: xr.DataArray) -> bool:
     return bool(np.array_equal(av, bv))
 
 
+def drop_clashes(x: xr.DataArray, other: xr.DataArray) -> xr.DataArray:
+    """``x`` without its coordinates that are not its dims but are dims of ``other`` (a scalar
+    ``time`` left by ``.isel(time=0)`` against a ``time`` dim), which xarray cannot combine."""
+    clash = [c for c in x.coords if c not in x.dims and c in other.dims]
+    return x.drop_vars(clash) if clash else x
+
+
 def conform(other: xr.DataArray, ref: xr.DataArray, *, what: str, ref_what: str) -> xr.DataArray:
     """``other`` with ``ref``'s coordinates on the dims they share, after checking they agree.
 
     Dimension sizes must be equal; where both carry an index coordinate, its values must agree
     to a relative 1e-6 (so that round-off from a refinement passes but a reversed or shifted
-    axis does not).  Where only ``other`` has an index, it is dropped.
+    axis does not).  Where only ``other`` has an index, it is dropped; so are coordinates of
+    ``other`` that clash with dims of ``ref`` (:func:`drop_clashes`).
     """
+    other = drop_clashes(other, ref)
     for d in other.dims:
         if d not in ref.dims:
             continue
@@ -125,7 +135,7 @@ def conform(other: xr.DataArray, ref: xr.DataArray, *, what: str, ref_what: str)
                     "they must describe the same cells: reindex one like the other "
                     "(.reindex_like / .sortby), or assign the same coordinates"
                 )
-            other = other.assign_coords({d: ref[d]})
+            other = other.assign_coords({d: ref[d].variable})
         elif d in other.indexes:
             other = other.drop_vars([d])
     return other
@@ -186,7 +196,7 @@ def weights_for(
                 "or an array of weights"
             )
         w = xr.DataArray(areas, dims=(ydim, xdim))
-        return w.assign_coords({d: truth[d] for d in (ydim, xdim) if d in truth.indexes})
+        return w.assign_coords({d: truth[d].variable for d in (ydim, xdim) if d in truth.indexes})
     if isinstance(weights, xr.DataArray):
         known = set(truth.dims).union(*(set(f.dims) for f in fields))
         extra = [str(d) for d in weights.dims if d not in known]

@@ -210,7 +210,7 @@ def _coriolis(f: xr.DataArray, h: Horizontal, omega: float) -> tuple[xr.DataArra
         )
     for d in (h.ydim, h.xdim):
         if d in lat.dims and d in f.indexes:
-            lat = lat.assign_coords({d: f[d]})
+            lat = lat.assign_coords({d: f[d].variable})
     cor: xr.DataArray = 2.0 * omega * np.sin(np.deg2rad(lat))  # type: ignore[assignment]
     return cor, lat
 
@@ -379,7 +379,7 @@ def geostrophic_velocity_error(
     h = horizontal(t, dims=dims, spacing=spacing)
     diff = (e - t).assign_attrs(units=units_of(t))
     if h.lat2d is not None:
-        diff = diff.assign_coords({h.lat2d: t[h.lat2d]})
+        diff = diff.assign_coords({h.lat2d: t[h.lat2d].variable})
     u, v = _geostrophy(diff, h, g=g, omega=omega, min_latitude=min_latitude)
     return finish(
         _vector_rmse(u, v, t, dim, weights),

@@ -22,6 +22,7 @@ from ._common import (
     any_xarray,
     as_dataarray,
     conform,
+    drop_clashes,
     finish,
     is_dask,
     reduce_dims,
@@ -90,6 +91,7 @@ def _ensemble_inputs(
             f"{min_members}"
         )
     e = conform(e, t, what="the ensemble", ref_what="the truth")
+    t = drop_clashes(t, e)
     if is_dask(e) and len(e.chunks[e.get_axis_num(mdim)]) > 1:  # type: ignore[index]
         e = e.chunk({mdim: -1})
     return e, t, mdim
@@ -99,8 +101,8 @@ def _pair_inputs(
     forecast: Any, truth: Any, *, what: str = "forecast"
 ) -> tuple[xr.DataArray, xr.DataArray]:
     t = _truth(truth, forecast if isinstance(forecast, xr.DataArray) else None, None)
-    f = as_dataarray(forecast, dims=t.dims, what=what)
-    return conform(f, t, what=f"the {what}", ref_what="the truth"), t
+    f = conform(as_dataarray(forecast, dims=t.dims, what=what), t, what=what, ref_what="truth")
+    return f, drop_clashes(t, f)
 
 
 # ------------------------------------------------------------------------------------------
