@@ -112,6 +112,23 @@ def _length_factor(coord: xr.DataArray) -> float:
     )
 
 
+def _latitude_2d(obj: xr.DataArray, g: Any) -> str | None:
+    """The 2-D latitude coordinate on the grid: cfgrid's (with its longitude), or any
+    coordinate on ``(y, x)`` that cf-xarray calls a latitude."""
+    if g.lat2d is not None:
+        return str(g.lat2d)
+    import cf_xarray  # noqa: F401  (registers .cf)
+
+    try:
+        names = obj.cf.coordinates.get("latitude", [])
+    except Exception:  # pragma: no cover - cf-xarray failures on exotic attrs
+        names = []
+    for n in names:
+        if set(obj[n].dims) == {g.ydim, g.xdim}:
+            return str(n)
+    return None
+
+
 def _cells(ydim: Hashable, xdim: Hashable, ny: int, nx: int) -> Horizontal:
     return Horizontal(ydim, xdim, "cells", np.arange(ny, dtype=float), np.arange(nx, dtype=float))
 
@@ -153,7 +170,7 @@ def horizontal(
             np.arange(nx) * dx,
             lat=g.ycentres if lonlat else None,
             rotated=g.kind == "rotated",
-            lat2d=g.lat2d,
+            lat2d=_latitude_2d(obj, g),
         )
     if g.kind in ("lonlat", "rotated"):
         assert g.ycentres is not None
@@ -168,7 +185,7 @@ def horizontal(
             EARTH_RADIUS * np.deg2rad(lon),
             lat=lat,
             rotated=g.kind == "rotated",
-            lat2d=g.lat2d,
+            lat2d=_latitude_2d(obj, g),
         )
     if g.kind == "projected":
         if g.ykind != "other" or g.xkind != "other":
@@ -179,7 +196,9 @@ def horizontal(
         assert g.ycentres is not None
         assert g.xcentres is not None
         fy, fx = _length_factor(obj[ydim]), _length_factor(obj[xdim])
-        return Horizontal(ydim, xdim, "projected", g.ycentres * fy, g.xcentres * fx, lat2d=g.lat2d)
+        return Horizontal(
+            ydim, xdim, "projected", g.ycentres * fy, g.xcentres * fx, lat2d=_latitude_2d(obj, g)
+        )
     if g.kind == "curvilinear":
         raise CoordinateError(
             f"({ydim!r}, {xdim!r}) is a curvilinear grid (2-D latitude/longitude): cell sizes "
