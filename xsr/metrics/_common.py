@@ -165,13 +165,12 @@ def reduce_dims(dim: DimArg, truth: xr.DataArray, *, what: str = "truth") -> lis
     return out
 
 
-def weights_for(
-    weights: Any, truth: xr.DataArray, *, fields: Sequence[xr.DataArray] = ()
-) -> xr.DataArray | None:
+def weights_for(weights: Any, truth: xr.DataArray) -> xr.DataArray | None:
     """``weights=`` as a DataArray that broadcasts against ``truth`` by dim name.
 
     ``None``: equal weights.  ``"area"``: :func:`xsr.cell_areas` of ``truth``'s horizontal
-    grid.  A DataArray: matched by dim name (its dims must be dims of the fields).  A plain
+    grid.  A DataArray: matched by dim name (its dims must be dims of the truth, those that
+    can be averaged over).  A plain
     array: takes the trailing dims of ``truth`` (numpy broadcasting).  Negative or infinite
     weights are refused (when in memory); NaN weights leave their cells out.
     """
@@ -198,12 +197,11 @@ def weights_for(
         w = xr.DataArray(areas, dims=(ydim, xdim))
         return w.assign_coords({d: truth[d].variable for d in (ydim, xdim) if d in truth.indexes})
     if isinstance(weights, xr.DataArray):
-        known = set(truth.dims).union(*(set(f.dims) for f in fields))
-        extra = [str(d) for d in weights.dims if d not in known]
+        extra = [str(d) for d in weights.dims if d not in truth.dims]
         if extra:
             raise ShapeError(
-                f"weights have dims {extra} that the fields do not have (their dims: "
-                f"{sorted(str(d) for d in known)}); give weights on the fields' dims"
+                f"weights have dims {extra} that the truth does not have (its dims: "
+                f"{[str(d) for d in truth.dims]}); give weights on dims of the truth"
             )
         w = conform(weights, truth, what="weights", ref_what="the truth")
     else:

@@ -182,7 +182,7 @@ def crps_ensemble(
     fair = check_bool(fair, name="fair")
     e, t, mdim = _ensemble_inputs(ensemble, truth, member_dim, min_members=2 if fair else 1)
     dims = reduce_dims(dim, t)
-    w = weights_for(weights, t, fields=(e,))
+    w = weights_for(weights, t)
     cells = xr.apply_ufunc(
         _crps_ensemble_cells,
         e,
@@ -225,7 +225,7 @@ def crps(forecast: Any, truth: Any, *, dim: DimArg = None, weights: Any = None) 
     """
     f, t = _pair_inputs(forecast, truth)
     dims = reduce_dims(dim, t)
-    w = weights_for(weights, t, fields=(f,))
+    w = weights_for(weights, t)
     return finish(
         weighted_mean(abs(f - t), dims, w),
         name="crps",
@@ -293,7 +293,7 @@ def crps_gaussian(
             "standard deviation must be >= 0: pass the spread, not a signed error"
         )
     dims = reduce_dims(dim, t)
-    w = weights_for(weights, t, fields=(m, s))
+    w = weights_for(weights, t)
     cells = xr.apply_ufunc(
         _crps_gaussian_cells, m, s, t, dask="parallelized", output_dtypes=[np.float64]
     )
@@ -375,7 +375,7 @@ def spread_skill(
     """
     mean, spread, t, m = _mean_spread(ensemble, truth, member_dim)
     dims = reduce_dims(dim, t)
-    w = weights_for(weights, t, fields=(mean, spread))
+    w = weights_for(weights, t)
     ok = mean.notnull() & spread.notnull() & t.notnull()
     var = weighted_mean((spread**2).where(ok), dims, w)
     mse = weighted_mean(((mean - t) ** 2).where(ok), dims, w)
@@ -422,7 +422,7 @@ def spread_error_correlation(
     """
     mean, spread, t, _ = _mean_spread(ensemble, truth, member_dim)
     dims = reduce_dims(dim, t)
-    w = weights_for(weights, t, fields=(mean, spread))
+    w = weights_for(weights, t)
     err = abs(mean - t)
     ok = err.notnull() & spread.notnull()
     s, e = spread.where(ok), err.where(ok)
@@ -530,7 +530,7 @@ def rank_histogram(
     seed = check_int(seed, name="seed", minimum=0, hint="use a non-negative integer such as 0")
     e, t, mdim = _ensemble_inputs(ensemble, truth, member_dim)
     dims = reduce_dims(dim, t)
-    w = weights_for(weights, t, fields=(e,))
+    w = weights_for(weights, t)
     m = int(e.sizes[mdim])
     template = xr.zeros_like(t) + xr.zeros_like(e.isel({mdim: 0}, drop=True))
     index = _cell_index(template)
