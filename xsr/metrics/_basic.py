@@ -1,38 +1,27 @@
-"""Verification metrics: error statistics, PSNR, SSIM, correlation and conservation error.
+"""Point-wise and image scores of an estimate against a reference, as floats.
 
 Array functions on numpy arrays, xarray DataArrays or anything :func:`numpy.asarray`
-accepts (no torch needed, except for :func:`conservation_error`, which is
-:func:`xsr.conserve.conservation_error` re-exported).  The first argument ``a`` is the
-estimate (a downscaled field) and the second ``b`` the reference (the truth).
+accepts.  The first argument ``a`` is the estimate (a downscaled field) and the second ``b``
+the reference (the truth).
 
 Every metric is NaN-aware: it is computed on the *finite overlap*, the cells where both
 ``a`` and ``b`` are finite, so land cells (NaN) are left out.  When the overlap is empty the
 result is ``nan``.  Two DataArrays are matched by dimension name (``b`` is transposed to the
 dimension order of ``a``); coordinates are not compared.
-
->>> import numpy as np
->>> from xsr import metrics
->>> truth = np.array([[1.0, 2.0], [3.0, np.nan]])
->>> metrics.rmse(truth + 0.5, truth)
-0.5
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .exceptions import InputValueError, OptionError, ShapeError
-
-if TYPE_CHECKING:
-    from .conserve import conservation_error
+from ..exceptions import InputValueError, OptionError, ShapeError
 
 __all__ = [
     "bias",
-    "conservation_error",
     "mae",
     "pearson",
     "psnr",
@@ -45,15 +34,6 @@ FloatArray = npt.NDArray[np.float64]
 #: Constants of the SSIM index (Wang et al. 2004).
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
-
-
-def __getattr__(name: str) -> Any:
-    # conservation_error lives in xsr.conserve, which imports torch: import it on first use
-    if name == "conservation_error":
-        from .conserve import conservation_error
-
-        return conservation_error
-    raise AttributeError(f"module 'xsr.metrics' has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------
