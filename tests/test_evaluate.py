@@ -102,7 +102,7 @@ def test_files_written_and_readable(ev: xsr.Evaluation) -> None:
     doc = json.loads((folder / "evaluation.json").read_text())
     assert doc["factor"] == 4
     assert [r["method"] for r in doc["scores"]][:3] == ["nearest", "bicubic", "dip-ensemble"]
-    assert "adt" in doc["spectra"] and "wavelength_km" in doc["spectra"]["adt"]
+    assert "adt" in doc["spectra"] and "wavelength" in doc["spectra"]["adt"]
     table = (folder / "evaluation.md").read_text()
     assert "| dip-ensemble |" in table and "CRPS" in table
     assert str(ev).startswith("Evaluation(x4")

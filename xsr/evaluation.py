@@ -27,7 +27,6 @@ same from the command line, and ``xsr demo`` runs it on the embedded sample.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import platform
@@ -35,10 +34,10 @@ import threading
 import time
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -71,7 +70,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("crps", "CRPS", "{:.4g}"),
     ("spread_skill", "spread/skill", "{:.2f}"),
     ("spread_error_corr", "corr(spread, |err|)", "{:.2f}"),
-    ("effective_resolution_km", "eff. res. (km)", "{:.0f}"),
+    ("effective_resolution", "eff. res.", "{:.3g}"),
     ("conservation_error", "cons. error", "{:.1e}"),
     ("seconds", "time (s)", "{:.2f}"),
     ("peak_memory_mb", "peak mem. (MB)", "{:.0f}"),
@@ -246,10 +245,6 @@ def _resolve_device(device: str | None) -> str:
     return str(d)
 
 
-def _takes(method: Method, option: str) -> bool:
-    return option in inspect.signature(type(method).__init__).parameters
-
-
 # --------------------------------------------------------------------------------------------
 # the result
 # --------------------------------------------------------------------------------------------
@@ -264,7 +259,7 @@ class Evaluation:
         One row per variable and method (keys: ``variable``, ``method``, ``rmse``, ``mae``,
         ``bias``, ``ssim``, ``crps``, ``spread_skill``, ``spread_error_corr``,
         ``rank_outer_vs_uniform``, ``gradient_rmse``, ``geostrophic_rmse``,
-        ``effective_resolution_km``, ``conservation_error``, ``seconds``,
+        ``effective_resolution`` (km, or grid cells), ``conservation_error``, ``seconds``,
         ``peak_memory_mb``, ...; a score that does not apply is None).
     results : dict of str to Dataset
         The downscaled fields by method label (the ensemble mean, ``<var>_std`` and
@@ -346,7 +341,8 @@ class Evaluation:
         spectra: dict[str, Any] = {}
         for var, sp in self.spectra.items():
             spectra[var] = {
-                "wavelength_km": _floats(sp["wavelength"].values / 1000.0),
+                "wavelength": _floats(sp["wavelength"].values),
+                "wavelength_units": str(sp["wavelength"].attrs.get("units", "")),
                 **{str(k): _floats(v.values) for k, v in sp.data_vars.items()},
             }
         return {
@@ -432,7 +428,10 @@ def _score(
         row["spread_skill"] = _scalar(metrics.spread_skill((fine, std), t, weights=weights))
     if std_name in out:
         row["spread_error_corr"] = metrics.pearson(out[std_name], np.abs(fine - t))
-    row["gradient_rmse"] = _scalar(metrics.gradient_error(fine, t, dims=dims))
+    try:
+        row["gradient_rmse"] = _scalar(metrics.gradient_error(fine, t, dims=dims))
+    except ValueError:  # a curvilinear grid: no spacing to differentiate with
+        row["gradient_rmse"] = None
     row["geostrophic_rmse"] = None
     if _is_ssh(truth):
         try:
@@ -441,7 +440,9 @@ def _score(
             )
         except (ValueError, KeyError):  # a grid without latitudes, or equatorial only
             row["geostrophic_rmse"] = None
-    back = coarsen(out[[var]], factor=factor, dims=dims)[var].astype("float64")
+    # the variables the result's grid needs (bounds, an area variable) come along
+    back = coarsen(select_variables(out, [var]), factor=factor, dims=dims)[var]
+    back = back.astype("float64")
     c = coarse.astype("float64")
     scale = float(np.nanmax(np.abs(c.values))) if np.isfinite(c.values).any() else 1.0
     diff = np.abs(back.transpose(*c.dims).values - c.values)
@@ -454,15 +455,58 @@ def _scalar(v: Any) -> float | None:
     return a if math.isfinite(a) else None
 
 
+def _largest_valid_box(valid: np.ndarray) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` of the largest rectangle of True cells (histogram method)."""
+    ny, nx = valid.shape
+    heights = np.zeros(nx, dtype=np.int64)
+    best = (0, (0, 0, 0, 0))
+    for i in range(ny):
+        heights = np.where(valid[i], heights + 1, 0)
+        stack: list[int] = []
+        for j in range(nx + 1):
+            h = int(heights[j]) if j < nx else 0
+            while stack and int(heights[stack[-1]]) >= h:
+                top = stack.pop()
+                height = int(heights[top])
+                left = stack[-1] + 1 if stack else 0
+                area = height * (j - left)
+                if area > best[0]:
+                    best = (area, (i - height + 1, i + 1, left, j))
+            stack.append(j)
+    return best[1]
+
+
 def _spectra(
-    truth: xr.DataArray, fields: Mapping[str, xr.DataArray], dims: tuple[str, str]
-) -> tuple[xr.Dataset, dict[str, float | None]]:
+    truth: xr.DataArray,
+    fields: Mapping[str, xr.DataArray],
+    dims: tuple[str, str],
+    factor: int,
+) -> tuple[xr.Dataset, dict[str, float | None], str | None]:
     """Power spectra of the truth, each field and its error (averaged over the other dims),
-    and the effective resolution of each field in km (None when it cannot be found)."""
+    the effective resolution of each field (km, or grid cells without coordinates; None when
+    the error never exceeds the signal), and a note on the box used.
+
+    Fields with missing cells (land) are cut to the largest rectangle without them, when it
+    spans at least ``max(32, 4 * factor)`` cells each way; otherwise their gaps are filled
+    (``nan_policy="fill"`` of :func:`xsr.metrics.power_spectrum`)."""
     lead = [d for d in truth.dims if d not in dims]
+    valid = truth.notnull().all(lead) if lead else truth.notnull()
+    note = None
+    policy: Literal["raise", "fill"] = "raise"
+    if not bool(valid.all()):
+        y0, y1, x0, x1 = _largest_valid_box(np.asarray(valid.transpose(*dims).values))
+        need = max(32, 4 * factor)
+        if y1 - y0 >= need and x1 - x0 >= need:
+            box = {dims[0]: slice(y0, y1), dims[1]: slice(x0, x1)}
+            truth = truth.isel(box)
+            fields = {k: v.isel(box) for k, v in fields.items()}
+            note = f"spectra on the largest box without missing cells ({y1 - y0} x {x1 - x0})"
+        else:
+            policy = "fill"
+            note = "spectra with the missing cells filled (no box without them was large enough)"
 
     def spec(da: xr.DataArray) -> xr.DataArray:
-        s = metrics.power_spectrum(da, dims=dims)
+        s = metrics.power_spectrum(da, dims=dims, nan_policy=policy)
         return s.mean(lead) if lead else s
 
     sp = {"truth": spec(truth)}
@@ -470,15 +514,9 @@ def _spectra(
     for label, f in fields.items():
         sp[label] = spec(f)
         sp[f"{label}_error"] = spec(f - truth)
-        try:
-            e = metrics.effective_resolution(f, truth, dims=dims)
-            eff[label] = _scalar(e)
-        except ValueError:
-            eff[label] = None
-        v = eff[label]
-        if v is not None:
-            eff[label] = v / 1000.0  # metres to km
-    return xr.Dataset(sp), eff
+        e = metrics.effective_resolution(f, truth, dims=dims, nan_policy=policy)
+        eff[label] = _scalar(e)
+    return xr.Dataset(sp), eff, note
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,14 +554,14 @@ def _figures(ev: Evaluation, var: str, dims: tuple[str, str]) -> list[tuple[str,
     sp = ev.spectra.get(var)
     if sp is not None:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        wl = sp["wavelength"].values / 1000.0
+        wl = sp["wavelength"].values
         ax.loglog(wl, sp["truth"].values, "k-", lw=2, label="truth")
         for i, m in enumerate(ev.results):
             c = f"C{i}"
             ax.loglog(wl, sp[m].values, "-", color=c, label=m)
             ax.loglog(wl, sp[f"{m}_error"].values, "--", color=c, label=f"{m} error")
         ax.invert_xaxis()
-        ax.set_xlabel("wavelength (km)")
+        ax.set_xlabel(f"wavelength ({sp['wavelength'].attrs.get('units', '')})")
         ax.set_ylabel("power spectral density")
         ax.set_title(f"{var}: isotropic spectra (dashed: error), x{ev.factor}")
         ax.legend(fontsize=7)
@@ -678,7 +716,7 @@ def evaluate(
     if out is not None:
         folder = Path(out)
         if not folder.exists():
-            check_folder(folder / "x")  # the parent must exist and be writable
+            check_folder(folder)  # its parent must exist and be writable
             folder.mkdir()
         check_folder(folder / "x")
         planned = [JSON_NAME, TABLE_NAME]
@@ -717,19 +755,21 @@ def evaluate(
             if (
                 spec.name is not None
                 and "keep_members" not in spec.options
-                and _takes(m, "keep_members")
                 and "std" in m.extra_outputs
             ):
                 # an ensemble keeps its members: the CRPS and rank histogram need them
-                m = get_method(spec.name, **{**spec.options, "keep_members": True})
+                with suppress(OptionError):  # unless it cannot return them
+                    m = get_method(spec.name, **{**spec.options, "keep_members": True})
             if bar is not None:
                 bar.set_postfix_str(f"{spec.label}: {n}")
-            valid = None
+            valid: np.ndarray | None = None
             if mask:
                 lead = [d for d in truth.dims if d not in hd]
                 v = truth.notnull().all(lead) if lead else truth.notnull()
                 if not bool(v.all()):
-                    valid = v.transpose(*hd)
+                    # by position: the fine grid is the truth's by construction, and the
+                    # refined coordinates of a curvilinear grid differ from the truth's
+                    valid = np.asarray(v.transpose(*hd).values)
             use_guide = guide if (guide is not None and m.uses_guide) else None
             cin = select_variables(coarse_ds, [n])
             t0 = time.perf_counter()
@@ -755,6 +795,8 @@ def evaluate(
                 bar.update(1)
     if bar is not None:
         bar.close()
+    order = {s.label: i for i, s in enumerate(specs)}
+    scores.sort(key=lambda r: (names.index(r["variable"]), order[r["method"]]))
 
     merged = {
         label: xr.merge(list(by_var.values()), compat="override")
@@ -764,14 +806,17 @@ def evaluate(
     for n in names:
         fields = {label: merged[label][n] for label in merged}
         try:
-            sp, eff = _spectra(truth_ds[n], fields, hd)
-        except ValueError as e:  # e.g. land inside every window: no spectrum
+            sp, eff, note = _spectra(truth_ds[n], fields, hd, f)
+        except ValueError as e:  # e.g. a curvilinear grid (no spacing): no spectrum
             notes.append(f"{n}: no spectra ({e})")
             continue
+        if note:
+            notes.append(f"{n}: {note}")
         spectra[n] = sp
         for r in scores:
             if r["variable"] == n:
-                r["effective_resolution_km"] = eff.get(str(r["method"]))
+                r["effective_resolution"] = eff.get(str(r["method"]))
+                r["effective_resolution_units"] = str(sp["wavelength"].attrs.get("units", ""))
     first = specs[0].label
     for n in names:
         ref = next(r for r in scores if r["variable"] == n and r["method"] == first)
