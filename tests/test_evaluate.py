@@ -215,3 +215,22 @@ def test_every_real_file(name: str) -> None:
             r["conservation_error"] < 2e-6 and ev.truth[r["variable"]].dtype == np.float32
         )
         assert np.isfinite(r["rmse"])
+
+
+def test_cli_isel(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "fine.nc"
+    _fields(nt=3).to_netcdf(src)
+    out = tmp_path / "ev"
+    base = ["evaluate", str(src), "-f", "4", "-m", "nearest", "--out", str(out),
+            "--no-progress", "--no-figures"]  # fmt: skip
+    assert main([*base, "--isel", "time=1:3"]) == 0
+    capsys.readouterr()
+    doc = json.loads((out / "evaluation.json").read_text())
+    assert doc["settings"]["shape"] == [24, 32]
+    ev_one = xsr.evaluate(_fields(nt=3).isel(time=slice(1, 3)), factor=4, methods="nearest",
+                          progress=False)  # fmt: skip
+    assert doc["scores"][0]["rmse"] == pytest.approx(ev_one.scores[0]["rmse"], rel=1e-12)
+    for bad, match in (("time", "expected DIM="), ("depth=0:1", "not a dimension"),
+                       ("time=a:b", "integers")):  # fmt: skip
+        assert main([*base, "--overwrite", "--isel", bad]) == 2
+        assert match in capsys.readouterr().err

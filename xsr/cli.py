@@ -268,6 +268,13 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--members", type=int, default=None, help="members of ensemble methods")
     ev.add_argument("--iterations", type=int, default=None, help="iterations of DIP methods")
     ev.add_argument("--var", action="append", default=None, help="variable (repeatable)")
+    ev.add_argument(
+        "--isel",
+        action="append",
+        default=None,
+        metavar="DIM=START:STOP[:STEP]",
+        help="evaluate on a part of a long series, e.g. --isel time=0:10 (repeatable)",
+    )
     ev.add_argument("--dims", nargs=2, metavar=("Y", "X"), help="horizontal dimension names")
     ev.add_argument(
         "--guide",
@@ -558,6 +565,28 @@ def _option_value(text: str) -> Any:
         return text
 
 
+def _parse_isel(item: str, ds: Any) -> dict[str, Any]:
+    """``DIM=START:STOP[:STEP]`` or ``DIM=INDEX`` as an ``isel`` mapping."""
+    dim, eq, spec = item.partition("=")
+    hint = "e.g. --isel time=0:10 or --isel time=5"
+    if not eq or not dim:
+        raise OptionError(f"--isel {item!r}: expected DIM=START:STOP[:STEP] ({hint})")
+    if dim not in ds.dims:
+        raise OptionError(
+            f"--isel {item!r}: {dim!r} is not a dimension of the input; its dimensions are "
+            f"{[str(d) for d in ds.dims]}"
+        )
+    try:
+        parts = [int(p) if p.strip() else None for p in spec.split(":")]
+    except ValueError:
+        raise OptionError(f"--isel {item!r}: indices must be integers ({hint})") from None
+    if len(parts) == 1 and parts[0] is not None:
+        return {dim: slice(parts[0], parts[0] + 1 if parts[0] != -1 else None)}
+    if not 2 <= len(parts) <= 3:
+        raise OptionError(f"--isel {item!r}: expected DIM=START:STOP[:STEP] ({hint})")
+    return {dim: slice(*parts)}
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from . import batch
     from .evaluation import evaluate, parse_methods
@@ -581,6 +610,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
         options.setdefault(method, {})[opt] = _option_value(value)
     ds = batch.open_inputs(list(args.inputs), var=list(args.var) if args.var else None)
+    for item in args.isel or ():
+        ds = ds.isel(_parse_isel(item, ds))
     out = args.out if args.out is not None else f"xsr_evaluate_x{args.factor}"
     ev = evaluate(
         ds,
