@@ -69,8 +69,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ssim", "SSIM", "{:.4f}"),
     ("crps", "CRPS", "{:.4g}"),
     ("spread_skill", "spread/skill", "{:.2f}"),
-    ("spread_error_corr", "corr(spread, |err|)", "{:.2f}"),
-    ("effective_resolution", "eff. res.", "{:.3g}"),
+    ("spread_error_corr", "corr(spread, abs. error)", "{:.2f}"),
+    ("effective_resolution", "eff. res. (km)", "{:.3g}"),
     ("conservation_error", "cons. error", "{:.1e}"),
     ("seconds", "time (s)", "{:.2f}"),
     ("peak_memory_mb", "peak mem. (MB)", "{:.0f}"),
@@ -318,7 +318,11 @@ class Evaluation:
             rows = [r for r in self.scores if r["variable"] == var]
             units = rows[0].get("units") or ""
             first = rows[0]["method"]
-            cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+            cols = [
+                c
+                for c in COLUMNS
+                if any(r.get(c[0]) is not None or r.get(f"{c[0]}_bound") for r in rows)
+            ]
             head = ["method"] + [h.format(first=first) for _, h, _ in cols]
             title = f"`{var}`" + (f" ({units})" if units else "")
             parts.append(f"{title}, x{self.factor}:")
@@ -329,7 +333,10 @@ class Evaluation:
                 cells = [str(r["method"])]
                 for key, _, fmt in cols:
                     v = r.get(key)
-                    cells.append("" if v is None or not math.isfinite(v) else fmt.format(v))
+                    text = "" if v is None or not math.isfinite(v) else fmt.format(v)
+                    if key == "effective_resolution" and v is None:
+                        text = str(r.get("effective_resolution_bound", ""))
+                    cells.append(text)
                 parts.append("| " + " | ".join(cells) + " |")
             parts.append("")
         for note in self.settings.get("notes", []):
@@ -481,10 +488,12 @@ def _spectra(
     fields: Mapping[str, xr.DataArray],
     dims: tuple[str, str],
     factor: int,
-) -> tuple[xr.Dataset, dict[str, float | None], str | None]:
+) -> tuple[xr.Dataset, dict[str, float | None], str | None, dict[str, str]]:
     """Power spectra of the truth, each field and its error (averaged over the other dims),
     the effective resolution of each field (km, or grid cells without coordinates; None when
-    the error never exceeds the signal), and a note on the box used.
+    there is no crossing), a note on the box used, and for fields without a crossing the
+    bound that holds (``"< 28"``: the error stays below the signal down to the smallest
+    wavelength; ``"> 1800"``: it exceeds it already at the largest).
 
     Fields with missing cells (land) are cut to the largest rectangle without them, when it
     spans at least ``max(32, 4 * factor)`` cells each way; otherwise their gaps are filled
@@ -511,12 +520,21 @@ def _spectra(
 
     sp = {"truth": spec(truth)}
     eff: dict[str, float | None] = {}
+    bounds: dict[str, str] = {}
     for label, f in fields.items():
         sp[label] = spec(f)
         sp[f"{label}_error"] = spec(f - truth)
-        e = metrics.effective_resolution(f, truth, dims=dims, nan_policy=policy)
-        eff[label] = _scalar(e)
-    return xr.Dataset(sp), eff, note
+        e = float(np.asarray(metrics.effective_resolution(f, truth, dims=dims, nan_policy=policy)))
+        wl = np.asarray(sp["truth"]["wavelength"].values, dtype=np.float64)
+        if math.isfinite(e):
+            eff[label] = e
+        elif math.isinf(e):  # the error exceeds the signal at the largest scale
+            eff[label] = None
+            bounds[label] = f"> {wl.max():.3g}"
+        else:  # the error stays below the signal down to the smallest scale
+            eff[label] = None
+            bounds[label] = f"< {wl.min():.3g}"
+    return xr.Dataset(sp), eff, note, bounds
 
 
 # --------------------------------------------------------------------------------------------
@@ -806,7 +824,7 @@ def evaluate(
     for n in names:
         fields = {label: merged[label][n] for label in merged}
         try:
-            sp, eff, note = _spectra(truth_ds[n], fields, hd, f)
+            sp, eff, note, eff_bounds = _spectra(truth_ds[n], fields, hd, f)
         except ValueError as e:  # e.g. a curvilinear grid (no spacing): no spectrum
             notes.append(f"{n}: no spectra ({e})")
             continue
@@ -816,6 +834,8 @@ def evaluate(
         for r in scores:
             if r["variable"] == n:
                 r["effective_resolution"] = eff.get(str(r["method"]))
+                if str(r["method"]) in eff_bounds:
+                    r["effective_resolution_bound"] = eff_bounds[str(r["method"])]
                 r["effective_resolution_units"] = str(sp["wavelength"].attrs.get("units", ""))
     first = specs[0].label
     for n in names:
