@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import threading
 import time
@@ -188,8 +189,6 @@ def _rss_bytes() -> int | None:
             pages = int(fh.read().split()[1])
     except (OSError, ValueError, IndexError):
         return None
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -866,7 +865,7 @@ def evaluate(
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "cpu_count": __import__("os").cpu_count(),
+            "cpu_count": os.cpu_count(),
         },
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
