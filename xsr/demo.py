@@ -71,7 +71,7 @@ def run_demo(
     ]
     b, d = row["bicubic"], row["dip-ensemble"]
     note = (
-        f"mean member RMSE {np.mean(member_rmse):.3f} cm; corr(std, |error|) "
+        f"mean member RMSE {np.mean(member_rmse):.3f} cm; corr(std, abs. error) "
         f"{d['spread_error_corr']:.2f}; CRPS {100 * d['crps']:.3f} cm"
     )
     rows = [
