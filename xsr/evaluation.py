@@ -511,7 +511,10 @@ def _spectra(
             note = f"spectra on the largest box without missing cells ({y1 - y0} x {x1 - x0})"
         else:
             policy = "fill"
-            note = "spectra with the missing cells filled (no box without them was large enough)"
+            note = (
+                "spectra with the missing cells filled (the largest rectangle without them "
+                f"is {y1 - y0} x {x1 - x0} cells, narrower than {need})"
+            )
 
     def spec(da: xr.DataArray) -> xr.DataArray:
         s = metrics.power_spectrum(da, dims=dims, nan_policy=policy)
