@@ -18,8 +18,9 @@ Two relations can be fitted (``mode``):
   cells of the calibration level (``e`` the error of the enforced ensemble mean, ``sigma``
   the raw spread, ``w`` the cell areas): the spread-skill ratio of the calibration level
   made 1.
-* ``"local"``: the error variance of each coarse cell as a function of the raw spread and
-  local features of the coarse field, ``log(e2_I) = a + b . phi_I`` by least squares over the
+* ``"local"``: the ratio of error variance to raw spread variance of each coarse cell as a
+  function of the raw spread and local features of the coarse field,
+  ``log(e2_I / sigma2_I) = a + b . phi_I`` by least squares over the
   coarse cells of the calibration level (``phi`` are scale-free: logarithms of the raw spread
   variance, the squared gradient and the squared departure of the ensemble mean from the
   bicubic interpolation, each relative to its field mean), its level then set so that the
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALIBRATE_MODES",
+    "DEFAULT_FACTOR",
     "MIN_CELLS",
     "CalibrateMode",
     "SpreadCalibration",
@@ -61,6 +63,10 @@ __all__ = [
 CalibrateMode = Literal["none", "scale", "local"]
 CALIBRATE_MODES: tuple[str, ...] = ("none", "scale", "local")
 
+#: Default calibration factor: the input is coarsened by 2, whatever the requested factor
+#: (the nearest coarser level, the most cells; measured against the requested factor itself
+#: and 4 in ``docs/dip.md``).
+DEFAULT_FACTOR = 2
 #: Fewest valid coarse cells the calibration level (the input coarsened by the calibration
 #: factor) must keep for a fit; fewer, and the calibration factor is lowered (down to 2).
 MIN_CELLS = 16
@@ -109,6 +115,10 @@ class SpreadCalibration:
         was asked for (None when fitted as asked).
     seconds : float
         Wall time of the fit (the calibration run of the method included).
+    spread : torch.Tensor or None, shape ``(B, ny, nx)``
+        The factor applied to the raw spread on each coarse cell of the requested level
+        (:func:`spread_factor`), on the grid the method saw (with the periodic halo, if
+        any); set by the method once applied.
     """
 
     mode: str
@@ -121,6 +131,7 @@ class SpreadCalibration:
     cells: torch.Tensor
     reasons: tuple[str | None, ...]
     seconds: float
+    spread: torch.Tensor | None = None
 
     def describe(self) -> str:
         """One line for the output attributes."""
@@ -170,14 +181,16 @@ def _crop(t: torch.Tensor, r: int, scale: int = 1) -> torch.Tensor:
 
 
 def choose_factor(
-    x: torch.Tensor, factor: int, *, min_cells: int = MIN_CELLS, requested: int | None = None
+    x: torch.Tensor, *, min_cells: int = MIN_CELLS, requested: int | None = None
 ) -> int | None:
-    """The calibration factor: ``requested``, or the largest ``r <= factor`` (``r >= 2``)
-    for which every field of ``x`` ``(B, ny, nx)`` coarsened by ``r`` keeps at least
-    ``min_cells`` valid coarse cells; None if even ``r = 2`` does not."""
-    if requested is not None:
-        return requested
-    for r in range(int(factor), 1, -1):
+    """The calibration factor ``r`` for the coarse fields ``x`` ``(B, ny, nx)``.
+
+    The largest ``r`` from ``requested`` (default :data:`DEFAULT_FACTOR`, 2) down to 2 for
+    which every field of ``x`` coarsened by ``r`` keeps at least ``min_cells`` valid coarse
+    cells; None if even ``r = 2`` does not.
+    """
+    start = DEFAULT_FACTOR if requested is None else int(requested)
+    for r in range(start, 1, -1):
         if bool((_valid_counts(x, r) >= min_cells).all()):
             return r
     return None
@@ -298,7 +311,8 @@ def fit_calibration(
         Valid fine cells of the requested level, broadcastable like ``weights``.
     mode : {"scale", "local"}
     calibration_factor : int, optional
-        Calibration factor (default: :func:`choose_factor`).
+        Calibration factor (default :data:`DEFAULT_FACTOR`; lowered by
+        :func:`choose_factor` when the coarsened field keeps too few cells).
     min_cells : int
         Fewest valid coarse cells of the calibration level.
 
@@ -315,7 +329,7 @@ def fit_calibration(
     P = 1 + len(FEATURES)
     ones = torch.ones((B,), dtype=torch.float64, device=dev)
     nan = torch.full((B,), math.nan, dtype=torch.float64, device=dev)
-    r = choose_factor(x64, factor, min_cells=min_cells, requested=calibration_factor)
+    r = choose_factor(x64, min_cells=min_cells, requested=calibration_factor)
 
     def unfitted(why: str, cells: torch.Tensor) -> SpreadCalibration:
         return SpreadCalibration(
@@ -379,13 +393,14 @@ def fit_calibration(
     local = torch.zeros((B,), dtype=torch.bool, device=dev)
     if mode == "local":
         # per coarse cell of the calibration level: log error variance on the features
-        phi, _ = coarse_features(xc, mean, std, r, weights=area)
+        phi, var_c = coarse_features(xc, mean, std, r, weights=area)
         e_c = _block_w(err2, r, area)
         a_c = _area(xc, r, area)
         for b in range(B):
             if not bool(ok_fit[b]):
                 continue
-            use = (a_c[b] > 0) & e_c[b].isfinite() & (e_c[b] > 0) & phi[b].isfinite().all(0)
+            use = (a_c[b] > 0) & e_c[b].isfinite() & (e_c[b] > 0) & (var_c[b] > 0)
+            use = use & phi[b].isfinite().all(0)
             n_use = int(use.sum())
             if n_use < max(LOCAL_MIN_CELLS, 4 * P):
                 reasons[b] = (
@@ -394,12 +409,15 @@ def fit_calibration(
                 )
                 continue
             A = torch.cat([torch.ones((1, n_use), dtype=torch.float64, device=dev), phi[b][:, use]])
-            y = torch.log(e_c[b][use])
+            # the ratio of error variance to raw spread variance, not the error itself: its
+            # level is what is carried across scales
+            v_use = var_c[b][use]
+            y = torch.log(e_c[b][use] / v_use)
             wt = a_c[b][use]
             Aw = A * wt.sqrt()
             sol = torch.linalg.lstsq(Aw.T, (y * wt.sqrt())[:, None]).solution[:, 0]
             # the level: spread-skill ratio 1 at the calibration level
-            pred = torch.exp(A.T @ sol)
+            pred = v_use * torch.exp(A.T @ sol)
             level = (e_c[b][use] * wt).sum() / (pred * wt).sum()
             sol[0] = sol[0] + torch.log(level)
             coef[b] = sol
@@ -451,7 +469,7 @@ def spread_factor(
 
     ``x`` ``(B, ny, nx)`` the coarse fields, ``mean`` and ``std`` ``(B, ny*f, nx*f)`` the
     enforced ensemble mean and the raw spread of the requested level.  Fields that were not
-    fitted get 1; fields with the local model get ``sqrt(exp(a + b . phi_I) / var_I)``,
+    fitted get 1; fields with the local model get ``sqrt(exp(a + b . phi_I))``,
     the others ``cal.scale``.
     """
     import torch
@@ -462,9 +480,9 @@ def spread_factor(
     if bool(cal.local.any()):
         fw = _fine_weights(weights, mask, x64, factor)
         phi, var = coarse_features(x64, mean, std, factor, weights=fw)
-        pred = torch.exp(cal.coef[:, 0, None, None] + (cal.coef[:, 1:, None, None] * phi).sum(1))
-        tiny = torch.finfo(torch.float64).tiny
-        loc = (pred / var.clamp(min=tiny)).sqrt()
+        loc = torch.exp(
+            0.5 * (cal.coef[:, 0, None, None] + (cal.coef[:, 1:, None, None] * phi).sum(1))
+        )
         use = cal.local[:, None, None] & loc.isfinite() & (var > 0)
         s = torch.where(use, loc, s)
     return s

@@ -588,10 +588,11 @@ class DIP(Method):
         exactly; the mean does not change).  Costs one more run of the method on a grid
         ``r**2`` times smaller.
     calibration_factor : int, optional
-        Factor ``r`` of that coarsening.  Default: the requested factor, or the largest
-        smaller one whose coarsened field keeps at least
-        :data:`~xsr.methods.calibration.MIN_CELLS` valid cells (a warning says when even
-        ``r = 2`` does not, and the spread is left raw).
+        Factor ``r`` of that coarsening (default 2, whatever the requested factor: measured
+        to transfer better than the requested factor itself, see ``docs/dip.md``).  A
+        factor whose coarsened field keeps fewer than
+        :data:`~xsr.methods.calibration.MIN_CELLS` valid cells is lowered; a warning says
+        when even ``r = 2`` does not, and the spread is left raw.
 
     Notes
     -----
@@ -957,6 +958,7 @@ class DIP(Method):
             return samples
         mean, emean, dev, std = member_deviations(sb, xb, factor, weights=weights, mask=mask)
         s = spread_factor(cal, xb, factor, emean, std, weights=weights, mask=mask)
+        cal.spread = s.reshape(*lead, ny, nx)
         out = (mean + upsample(s, factor) * dev).to(samples.dtype)
         return out.reshape(samples.shape)
 
