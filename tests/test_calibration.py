@@ -129,7 +129,7 @@ def test_small_grid_lowers_the_factor_then_falls_back_with_a_warning():
 
 def test_local_needs_more_cells_and_falls_back_to_a_scale():
     x = _field((12, 12))  # coarsened by 2: 36 cells, fewer than LOCAL_MIN_CELLS
-    with pytest.warns(UserWarning, match="one scale factor"):
+    with pytest.warns(UserWarning, match="one scale factor instead of the local model"):
         m, cal = _run(x, 2, calibrate="local")
     fit = m.last_calibration
     assert bool(fit.fitted.all())

@@ -945,12 +945,17 @@ class DIP(Method):
         missed = [r for r in cal.reasons if r is not None]
         if missed:
             n = int((~cal.fitted).sum())
-            what = "spread left raw" if n else "fitted with one scale factor"
+            if n:
+                what = f"spread left raw for {n} of {B} field(s)"
+                fix = "downscale a larger region (the calibration coarsens the input once more)"
+            else:
+                what = (
+                    f"one scale factor instead of the local model for {len(missed)} of {B} field(s)"
+                )
+                fix = "downscale a larger region, or pass calibrate='scale'"
             warnings.warn(
-                f"{self.name}: calibrate={self.calibrate!r}: {what} for "
-                f"{n or len(missed)} of {B} field(s) ({'; '.join(sorted(set(missed)))}). Fix: "
-                "downscale a larger region, or pass calibration_factor= (a smaller factor "
-                "keeps more cells)",
+                f"{self.name}: calibrate={self.calibrate!r}: {what} "
+                f"({'; '.join(sorted(set(missed)))}). Fix: {fix}",
                 UserWarning,
                 stacklevel=4,
             )
