@@ -34,6 +34,11 @@ to ``xsr.metrics`` later):
 * times: ``seconds`` (the whole call), ``calibration_seconds`` (the calibration fit, its run
   of the ensemble on the coarsened input included).
 
+``other_calibration_factors``: ``calibrate="scale"`` fitted at other calibration factors
+(``--other-factors``, default 4 and the requested factor itself, where the coarsened input
+keeps :data:`~xsr.methods.calibration.MIN_CELLS` valid cells) on the same ensemble, to
+measure whether the spread-to-error relation transfers across factors.
+
 Cases (``XSR_DATA_DIR`` or the cache of :func:`xsr.datasets.fetch`):
 
 * ``qg:T``: snapshot ``T`` of ``ssh_qg_256_train.nc`` (256 x 256, doubly periodic; the
@@ -227,6 +232,10 @@ def run_case(spec: str, f: int, args: argparse.Namespace) -> dict[str, Any]:
     for name, (sd, mem) in variants.items():
         row[name] = scores(mean, sd, mem, truth, wts, mae_bic)
     row["conservation_error_members"] = cons_error(out.members, coarse, f, w, kw["mask"])
+    # the scale factor fitted at other calibration factors, on the same ensemble
+    row["other_calibration_factors"] = other_factors(
+        coarse, f, w, kw["mask"], mean, raw_std, raw_members, truth, wts, mae_bic, cal.factor, args
+    )
     row["local_factor_range"] = [float(np.nanmin(s_map)), float(np.nanmax(s_map))]
     r, s, loc = row["raw"], row["scale"], row["local"]
     log(
@@ -240,6 +249,68 @@ def run_case(spec: str, f: int, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def other_factors(
+    coarse: np.ndarray,
+    f: int,
+    w: Any,
+    mask: Any,
+    mean: np.ndarray,
+    raw_std: np.ndarray,
+    raw_members: np.ndarray,
+    truth: np.ndarray,
+    wts: np.ndarray,
+    mae_bic: float,
+    used: int | None,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """``calibrate="scale"`` with ``calibration_factor=r`` for each ``--other-factors`` ``r``
+    (``r = 0`` stands for the requested factor itself), on the raw ensemble of the case: only
+    the calibration runs are new.  Skipped where the coarsened input keeps too few cells."""
+    import torch
+
+    from xsr.methods import downscale_array, get_method
+    from xsr.methods.calibration import MIN_CELLS, choose_factor, fit_calibration
+
+    raw = get_method(
+        "dip-ensemble",
+        members=args.members,
+        seed=args.seed,
+        progress=False,
+        **({"iterations": args.iterations} if args.iterations else {}),
+    )
+
+    def run(xc: Any, r: int, wc: Any, mc: Any) -> tuple[Any, Any]:
+        res = downscale_array(xc, factor=r, method=raw, weights=wc, mask=mc, extras=True)
+        return res.fine, res.std
+
+    x = torch.as_tensor(coarse)[None]
+    wt = None if w is None else torch.as_tensor(np.asarray(w, dtype="f8"))
+    mt = None if mask is None else torch.as_tensor(mask)
+    rows = []
+    for r0 in args.other_factors:
+        r = f if r0 == 0 else r0
+        if r == used or choose_factor(x, requested=r) != r:
+            continue
+        log(f"  scale calibration at x{r} ...")
+        fit = fit_calibration(x, f, run, weights=wt, mask=mt, mode="scale", calibration_factor=r)
+        s = float(fit.scale[0])
+        dev = raw_members - mean
+        row: dict[str, Any] = {
+            "calibration_factor": r,
+            "calibration_cells": int(fit.cells[0]),
+            "min_cells": MIN_CELLS,
+            "scale": s,
+            "calibration_seconds": fit.seconds,
+        }
+        row.update(scores(mean, raw_std * s, mean + dev * s, truth, wts, mae_bic))
+        log(
+            f"    x{r}: scale {s:.2f}, ssr {row['ssr']:.3f}, crps/bic "
+            f"{row['crps_gauss_vs_bicubic_mae']:.3f}"
+        )
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", nargs="+", default=["qg:1", "global", "med:0"])
@@ -248,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=None, help="default of dip-ensemble")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--other-factors",
+        nargs="*",
+        type=int,
+        default=[4, 0],
+        help="also fit calibrate='scale' at these calibration factors (0: the requested "
+        "factor itself) on the same ensemble",
+    )
     args = p.parse_args(argv)
 
     import torch
