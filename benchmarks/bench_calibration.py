@@ -210,7 +210,7 @@ def run_case(spec: str, f: int, args: argparse.Namespace) -> dict[str, Any]:
         "calibration_cells": int(cal.cells[0]),
         "calibration_local": bool(cal.local[0]),
         "calibration_reason": cal.reasons[0],
-        "scale": float(cal.scale[0]),
+        "scale_factor": float(cal.scale[0]),
         "raw_ratio_at_calibration_level": float(cal.raw_ratio[0]),
         "local_coefficients": [float(v) for v in cal.coef[0]],
         "bicubic_mae_cm": 100 * mae_bic,
@@ -226,7 +226,7 @@ def run_case(spec: str, f: int, args: argparse.Namespace) -> dict[str, Any]:
     raw_std = out.std / s_fine
     variants = {
         "raw": (raw_std, raw_members),
-        "scale": (raw_std * row["scale"], mean + dev / s_fine * row["scale"]),
+        "scale": (raw_std * row["scale_factor"], mean + dev / s_fine * row["scale_factor"]),
         "local": (out.std, out.members),
     }
     for name, (sd, mem) in variants.items():

@@ -158,6 +158,19 @@ def test_land_nan_and_weights():
     assert float(m.last_calibration.scale[0]) > 0
 
 
+def test_multiplicative_enforcement_members_still_conserve():
+    x = np.exp(_field((16, 16), seed=3))  # positive
+    m = get_method("dip-ensemble", keep_members=True, calibrate="scale", **FAST)
+    out = downscale_array(x, factor=2, method=m, conserve="multiplicative", extras=True)
+    raw = downscale_array(
+        x, factor=2, method="dip-ensemble", conserve="multiplicative", extras=True, **FAST
+    )
+    np.testing.assert_array_equal(out.fine, raw.fine)
+    assert (out.members >= 0).all()
+    for k in range(3):
+        assert conservation_error(out.members[k], x, 2) <= 1e-12
+
+
 def test_periodic_and_latent_uncertainty():
     x = _field((12, 16))
     m = get_method(
