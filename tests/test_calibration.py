@@ -171,6 +171,17 @@ def test_multiplicative_enforcement_members_still_conserve():
         assert conservation_error(out.members[k], x, 2) <= 1e-12
 
 
+def test_guided_calibration_coarsens_the_guide_too():
+    x = _field((16, 18), seed=5)
+    rng = np.random.default_rng(0)
+    guide = rng.normal(size=(1, 32, 36))
+    m = get_method("dip-ensemble", keep_members=True, calibrate="scale", **FAST)
+    out = downscale_array(x, factor=2, method=m, guide=guide, extras=True)
+    assert bool(m.last_calibration.fitted.all())
+    for k in range(3):
+        assert conservation_error(out.members[k], x, 2) <= 1e-12
+
+
 def test_periodic_and_latent_uncertainty():
     x = _field((12, 16))
     m = get_method(

@@ -54,6 +54,7 @@ __all__ = [
     "CalibrateMode",
     "SpreadCalibration",
     "choose_factor",
+    "crop_blocks",
     "fit_calibration",
     "member_deviations",
     "scale_members",
@@ -157,7 +158,7 @@ def _valid_counts(x: torch.Tensor, r: int) -> torch.Tensor:
     cy, cx = ny // r, nx // r
     if cy == 0 or cx == 0:
         return torch.zeros((B,), dtype=torch.long, device=x.device)
-    v = _crop(x, r).isfinite()
+    v = crop_blocks(x, r).isfinite()
     return v.reshape(B, cy, r, cx, r).any(dim=(2, 4)).sum(dim=(1, 2))
 
 
@@ -168,9 +169,9 @@ def _crop_slices(n: int, r: int) -> slice:
     return slice(start, start + m)
 
 
-def _crop(t: torch.Tensor, r: int, scale: int = 1) -> torch.Tensor:
-    """``t`` cropped on its last two axes to the central blocks of ``r`` coarse cells
-    (``scale`` fine cells per coarse cell)."""
+def crop_blocks(t: torch.Tensor, r: int, scale: int = 1) -> torch.Tensor:
+    """``t`` cropped on its last two axes to its central whole blocks of ``r`` cells (of
+    ``scale`` fine cells each): the region the calibration level covers."""
     ny, nx = t.shape[-2] // scale, t.shape[-1] // scale
     sy, sx = _crop_slices(ny, r), _crop_slices(nx, r)
     return t[
@@ -356,9 +357,9 @@ def fit_calibration(
     cells = _valid_counts(x64, r)
     reasons: list[str | None] = [None] * B
     # the calibration level: truth = x (cropped to whole blocks of r), input = its block means
-    truth = _crop(x64, r)
+    truth = crop_blocks(x64, r)
     area = _area(x64, factor, _fine_weights(weights, mask, x64, factor))
-    area = _crop(area, r)
+    area = crop_blocks(area, r)
     truth = torch.where(area > 0, truth, torch.full_like(truth, math.nan))
     xc = _block_w(truth, r, area)
     valid_fields = xc.isfinite().flatten(1).any(dim=1) & (cells >= min_cells)

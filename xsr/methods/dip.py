@@ -892,8 +892,8 @@ class DIP(Method):
 
         import torch
 
-        from ..conserve import upsample
-        from .calibration import fit_calibration, member_deviations, spread_factor
+        from ..conserve import block_mean, upsample
+        from .calibration import crop_blocks, fit_calibration, member_deviations, spread_factor
         from .pipeline import downscale_array
 
         *lead, ny, nx = x.shape
@@ -916,6 +916,13 @@ class DIP(Method):
         raw.calibration_factor = None
         raw.keep_members = False
         raw.progress = False
+        # a guide goes one level up too: its block means on the grid of x
+        guide = context.get("guide")
+        gx = None
+        if guide is not None:
+            g = torch.as_tensor(guide).to(device=x.device, dtype=torch.float64)
+            g = torch.broadcast_to(g, (*lead, g.shape[-3], H, W)).reshape(B, -1, H, W)
+            gx = block_mean(g, factor)
 
         def run(
             xc: torch.Tensor, r: int, w: torch.Tensor | None, m: torch.Tensor | None
@@ -929,6 +936,8 @@ class DIP(Method):
                 extras=True,
                 device=str(xc.device),
                 dtype=str(xc.dtype).replace("torch.", ""),
+                guide=None if gx is None else crop_blocks(gx, r),
+                guide_names=context.get("guide_names") if gx is not None else None,
             )
             return res.fine, res.std
 
