@@ -49,10 +49,15 @@ Cases (``XSR_DATA_DIR`` or the cache of :func:`xsr.datasets.fetch`):
 * ``med:T``: day ``T`` of ``ssh_med_eighthdeg_2005AMJ.nc``, 128 x 320 (the 24 westernmost
   columns dropped so that 16 divides the width; 60 % land, masked).
 
+``--speed`` only times ``calibrate="none"`` against ``"scale"`` (best of ``--repeat``) on
+the first case: the times of the twin runs vary with the load of a shared machine.
+
 Usage::
 
     XSR_DATA_DIR=/work/shared/data python benchmarks/bench_calibration.py \\
         --cases qg:1 qg:2 global med:0 --factors 8 16 > calibration_cpu.json
+    XSR_DATA_DIR=/work/shared/data python benchmarks/bench_calibration.py --speed \\
+        --cases qg:1 --factors 8 16 > calibration_cpu_speed.json
 """
 
 from __future__ import annotations
@@ -311,6 +316,42 @@ def other_factors(
     return rows
 
 
+def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Wall time of ``calibrate="none"`` against ``"scale"`` (best of ``--repeat``), same
+    ensemble, for the first case at each factor."""
+    from xsr.conserve import block_mean
+    from xsr.methods import downscale_array
+
+    truth, w, _ = load_case(args.cases[0])
+    mask = np.isfinite(truth)
+    out = []
+    for f in args.factors:
+        coarse = block_mean(truth, f, weights=w)
+        row: dict[str, Any] = {"case": args.cases[0], "factor": f}
+        for mode in ("none", "scale"):
+            best = math.inf
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                downscale_array(
+                    coarse,
+                    factor=f,
+                    method="dip-ensemble",
+                    members=args.members,
+                    seed=args.seed,
+                    calibrate=mode,
+                    progress=False,
+                    weights=w,
+                    mask=None if mask.all() else mask,
+                    extras=True,
+                )
+                best = min(best, time.perf_counter() - t0)
+            row[f"seconds_{mode}"] = best
+        row["extra"] = row["seconds_scale"] / row["seconds_none"] - 1
+        log(f"speed x{f}: none {row['seconds_none']:.1f} s, scale {row['seconds_scale']:.1f} s")
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", nargs="+", default=["qg:1", "global", "med:0"])
@@ -327,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also fit calibrate='scale' at these calibration factors (0: the requested "
         "factor itself) on the same ensemble",
     )
+    p.add_argument("--speed", action="store_true", help="only time none vs scale")
+    p.add_argument("--repeat", type=int, default=2, help="best of, for --speed")
     args = p.parse_args(argv)
 
     import torch
@@ -334,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {"machine": machine_info("cpu"), "argv": sys.argv[1:]}
     result["config"] = vars(args)
+    if args.speed:
+        result["speed"] = speed(args)
+        json.dump(result, sys.stdout, indent=1, default=str)
+        print()
+        return 0
     rows = []
     for spec in args.cases:
         for f in args.factors:
