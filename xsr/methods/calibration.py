@@ -76,6 +76,10 @@ MIN_CELLS = 16
 LOCAL_MIN_CELLS = 64
 #: Features of the local model (per coarse cell, logarithms relative to the field mean).
 FEATURES: tuple[str, ...] = ("spread", "gradient", "departure")
+#: The features' ratios to their field mean are clipped to ``[1 / FEATURE_RANGE,
+#: FEATURE_RANGE]``, which bounds the local factor (a cell with no raw spread got a factor
+#: of 7570 on a Med field before this bound).
+FEATURE_RANGE = 100.0
 
 #: ``run(coarse, factor, weights, mask) -> (mean, std)``: the method itself, uncalibrated,
 #: through the enforcement: ``coarse`` ``(B, ny, nx)``, ``weights`` and ``mask`` on the
@@ -236,7 +240,8 @@ def coarse_features(
     Returns
     -------
     phi : torch.Tensor, shape ``(B, len(FEATURES), ny, nx)``
-        ``log(q_I / <q>)`` for the raw spread variance, the squared centred gradient of
+        ``log(q_I / <q>)`` (the ratio clipped to ``[1 / FEATURE_RANGE, FEATURE_RANGE]``)
+        for the raw spread variance, the squared centred gradient of
         ``x`` (in coarse-cell units) and the squared departure of ``mean`` from the
         bicubic interpolation of ``x`` (block means), ``<q>`` the field's area-weighted mean;
         NaN on invalid cells.
@@ -265,7 +270,9 @@ def coarse_features(
         tiny = torch.finfo(torch.float64).tiny
         qm = _wsum(q, area) / _wsum(torch.ones_like(q), area).clamp(min=tiny)
         rel = q / qm.clamp(min=tiny)[:, None, None]
-        lq = torch.log(rel.clamp(min=1e-6))  # a cell 1e6 times below the mean: floor
+        # within a factor FEATURE_RANGE of the mean: a cell where the raw spread vanishes
+        # (a coast) must not get an unbounded factor
+        lq = torch.log(rel.clamp(min=1 / FEATURE_RANGE, max=FEATURE_RANGE))
         feats.append(torch.where(ok, lq, torch.full_like(lq, math.nan)))
     return torch.stack(feats, dim=1), var
 
