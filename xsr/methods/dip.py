@@ -589,7 +589,8 @@ class DIP(Method):
         ``r**2`` times smaller.
     calibration_factor : int, optional
         Factor ``r`` of that coarsening (default 2, whatever the requested factor: measured
-        to transfer better than the requested factor itself, see ``docs/dip.md``).  A
+        to transfer better than 4 or the requested factor itself on QG and the Med, worse
+        on a global SSH window; see ``docs/dip.md``).  A
         factor whose coarsened field keeps fewer than
         :data:`~xsr.methods.calibration.MIN_CELLS` valid cells is lowered; a warning says
         when even ``r = 2`` does not, and the spread is left raw.
