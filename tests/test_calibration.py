@@ -93,12 +93,13 @@ def test_shapes_conservation_and_unchanged_mean(mode):
         assert np.isfinite(ratio).all()
 
 
-def test_calibration_is_deterministic_and_off_by_default_for_dip():
+def test_calibration_is_deterministic_and_off_by_default():
     x = _field((12, 12))
     m1, a = _run(x, 2, calibrate="scale", seed=3)
     _, b = _run(x, 2, calibrate="scale", seed=3)
     np.testing.assert_array_equal(a.members, b.members)
     assert get_method("dip").calibrate == "none"
+    assert get_method("dip-ensemble").calibrate == "none"
     assert get_method("dip", uncertainty="latent").calibrate == "none"
     assert m1.options()["calibrate"] == "scale"
 
