@@ -82,6 +82,9 @@ def test_every_variable_and_method_scored(ev: xsr.Evaluation) -> None:
     rm = {(r["variable"], r["method"]): r["rmse"] for r in ev.scores}
     assert rm[("adt", "bicubic")] < rm[("adt", "nearest")]
     assert ev.best("rmse", variable="adt") in ("bicubic", "dip-ensemble")
+    df = ev.to_dataframe()
+    assert df.loc[("adt", "bicubic"), "rmse"] == rm[("adt", "bicubic")]
+    assert ev.best("ssim", variable="sst") == df.xs("sst")["ssim"].idxmax()
     # the results conserve (the helper of the test suite, independently of evaluate)
     for label in ev.methods:
         assert_conserves(ev.results[label][["adt", "sst"]], ev.coarse, 4)
