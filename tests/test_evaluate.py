@@ -157,6 +157,13 @@ def test_guide_goes_to_the_methods_that_use_one() -> None:
         ({"methods": "dip", "method_options": {"dip": {"nope": 1}}}, OptionError, "nope"),
         ({"methods": "bicubic", "var": "zzz"}, OptionError, "zzz"),
         ({"methods": "bicubic", "mask": "yes"}, OptionError, "mask"),
+        ({"methods": "a b=bicubic"}, OptionError, "LABEL=NAME"),
+        ({"methods": "x=a=bicubic"}, OptionError, "LABEL=NAME"),
+        ({"methods": "x="}, OptionError, "LABEL=NAME"),
+        ({"methods": "nearest=bicubic"}, OptionError, "name of another method"),
+        ({"methods": "x=nope"}, MethodError, "unknown method 'nope'"),
+        ({"methods": "bicubic,bicubic=bicubic"}, OptionError, "more than once"),
+        ({"methods": "x=bicubic", "method_options": {"y": {}}}, OptionError, "not among"),
     ],
 )
 def test_bad_options_are_clear_errors(kw: dict, err: type, match: str) -> None:
@@ -168,16 +175,21 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "fine.nc"
     _fields().to_netcdf(src)
     out = tmp_path / "ev"
-    args = ["evaluate", str(src), "-f", "4", "-m", "bicubic,dip-ensemble", "--out", str(out),
-            "--members", "2", "--iterations", "3", "-O", "dip-ensemble.seed=1",
+    args = ["evaluate", str(src), "-f", "4", "-m", "bicubic,dip-ensemble,s2=dip-ensemble",
+            "--out", str(out), "--members", "2", "--iterations", "3",
+            "-O", "dip-ensemble.seed=1", "-O", "s2.seed=2",
             "--no-progress", "--no-figures", "--var", "adt"]  # fmt: skip
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "| dip-ensemble |" in text and "best RMSE for adt" in text
+    assert "| dip-ensemble |" in text and "| s2 |" in text and "best RMSE for adt" in text
     doc = json.loads((out / "evaluation.json").read_text())
     dip = next(r for r in doc["scores"] if r["method"] == "dip-ensemble")
     assert dip["options"]["members"] == 2 and dip["options"]["seed"] == 1
     assert dip["options"]["iterations"] == 3
+    # the labelled run: the options of the method's name and of its label
+    s2 = next(r for r in doc["scores"] if r["method"] == "s2")
+    assert s2["options"]["members"] == 2 and s2["options"]["seed"] == 2
+    assert s2["rmse"] != dip["rmse"]
     # an existing evaluation is not replaced without --overwrite
     assert main(args) == 2
     assert "exists" in capsys.readouterr().err
@@ -237,3 +249,45 @@ def test_cli_isel(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
                        ("time=a:b", "integers")):  # fmt: skip
         assert main([*base, "--overwrite", "--isel", bad]) == 2
         assert match in capsys.readouterr().err
+
+
+def test_one_method_under_two_labels_raw_and_calibrated() -> None:
+    """``LABEL=NAME``: the same method with other options; the scores come from the result
+    (the area-weighted spread-error correlation recomputed here independently)."""
+    ds = _fields(nt=1, ny=64, nx=64)[["adt"]]
+    ev = xsr.evaluate(
+        ds,
+        factor=4,
+        methods="dip-ensemble,cal=dip-ensemble",
+        method_options={"dip-ensemble": DIP, "cal": {"calibrate": "scale"}},
+        progress=False,
+    )
+    assert ev.methods == ["dip-ensemble", "cal"]
+    raw, cal = ev.results["dip-ensemble"], ev.results["cal"]
+    assert cal.attrs.get("xsr_calibrate", cal["adt"].attrs.get("xsr_calibrate"))
+    # the calibration rescales the spread about an unchanged mean
+    np.testing.assert_allclose(cal["adt"].values, raw["adt"].values, rtol=0, atol=1e-12)
+    ratio = (cal["adt_std"] / raw["adt_std"]).values
+    ratio = ratio[np.isfinite(ratio)]
+    assert ratio.std() < 1e-9 * ratio.mean() and abs(ratio.mean() - 1) > 1e-3
+    rows = {r["method"]: r for r in ev.scores}
+    assert rows["cal"]["spread_skill"] != pytest.approx(rows["dip-ensemble"]["spread_skill"])
+    for label in ev.methods:
+        assert rows[label]["conservation_error"] < 1e-12
+        assert_conserves(ev.results[label][["adt"]], ev.coarse, 4)
+    # corr(spread, |error|), area-weighted, by hand
+    area = np.asarray(xsr.cell_areas(ev.truth, dims=("lat", "lon")), dtype=np.float64)
+    t = ev.truth["adt"].values[0]
+    for label in ev.methods:
+        res = ev.results[label]
+        s = res["adt_std"].values[0].astype(np.float64)
+        e = np.abs(res["adt"].values[0] - t)
+        w = np.broadcast_to(area, e.shape) / area.sum()
+        sm, em = (w * s).sum(), (w * e).sum()
+        c = (w * (s - sm) * (e - em)).sum() / np.sqrt(
+            (w * (s - sm) ** 2).sum() * (w * (e - em) ** 2).sum()
+        )
+        assert rows[label]["spread_error_corr"] == pytest.approx(c, rel=1e-9)
+    # the weights matter here: the unweighted correlation differs
+    u = np.corrcoef(s.ravel(), e.ravel())[0, 1]
+    assert abs(u - c) > 1e-6

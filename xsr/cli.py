@@ -254,7 +254,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--methods",
         default="bicubic,dip-ensemble",
         help="comma-separated methods, e.g. bicubic,dip-ensemble,cnn:MODEL.pt "
-        "(default bicubic,dip-ensemble); the first is the reference of the ratio column",
+        "(default bicubic,dip-ensemble); LABEL=NAME runs a method again under another "
+        "label (cal=dip-ensemble -O cal.calibrate=scale); the first is the reference of the "
+        "ratio column",
     )
     ev.add_argument(
         "-O",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import platform
 import threading
@@ -103,9 +104,13 @@ def parse_methods(
 
     ``"bicubic"``, ``"dip-ensemble"``, ... (:func:`xsr.list_methods`); ``"cnn:MODEL"`` for a
     trained network (``MODEL`` a file written by ``TrainedModel.save`` or a registered
-    name); a :class:`~xsr.Method` object.  A comma-separated string is split.
+    name); ``"LABEL=NAME"`` (or ``"LABEL=cnn:MODEL"``) for the same method under another
+    label, so that one method can be compared with itself under other options (``["dip-ensemble",
+    "calibrated=dip-ensemble"]`` with ``{"calibrated": {"calibrate": "scale"}}``); a
+    :class:`~xsr.Method` object.  A comma-separated string is split.
     ``method_options`` maps a name or label to its options (``{"dip-ensemble":
-    {"members": 10}}``).
+    {"members": 10}}``); options keyed by a name apply to every label of that method, those
+    keyed by a label to that label alone (and win).
 
     Raises
     ------
@@ -146,7 +151,21 @@ def parse_methods(
         if isinstance(it, Method):
             specs.append(MethodSpec(label=it.name, name=None, options={}, instance=it))
             continue
-        name, _, model = it.partition(":")
+        label, eq, spec = it.partition("=")
+        if not eq:
+            label, spec = it, it
+        label, spec = label.strip(), spec.strip()
+        if eq and (not re.fullmatch(r"[A-Za-z0-9_-]+", label) or not spec or "=" in spec):
+            raise OptionError(
+                f"method {it!r}: expected LABEL=NAME or LABEL=cnn:MODEL, the label made of "
+                "letters, digits, '-' and '_', e.g. 'calibrated=dip-ensemble'"
+            )
+        if eq and label in known and label != spec:
+            raise OptionError(
+                f"method {it!r}: the label {label!r} is the name of another method; choose a "
+                "label that is not a method name"
+            )
+        name, _, model = spec.partition(":")
         if name not in known:
             raise MethodError(
                 f"unknown method {name!r}; available: {sorted(known)} (and 'cnn:MODEL' for a "
@@ -161,8 +180,8 @@ def parse_methods(
                 )
             opts["model"] = model
         opts.update(opts_by.get(name, {}))
-        opts.update(opts_by.get(it, {}) if it != name else {})
-        specs.append(MethodSpec(label=it, name=name, options=opts))
+        opts.update(opts_by.get(label, {}) if label != name else {})
+        specs.append(MethodSpec(label=label, name=name, options=opts))
     labels = [s.label for s in specs]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
@@ -433,7 +452,11 @@ def _score(
         row["crps_kind"] = "Gaussian (mean and spread)"
         row["spread_skill"] = _scalar(metrics.spread_skill((fine, std), t, weights=weights))
     if std_name in out:
-        row["spread_error_corr"] = metrics.pearson(out[std_name], np.abs(fine - t))
+        row["spread_error_corr"] = _scalar(
+            metrics.spread_error_correlation(
+                (fine, out[std_name].astype("float64")), t, weights=weights
+            )
+        )
     try:
         row["gradient_rmse"] = _scalar(metrics.gradient_error(fine, t, dims=dims))
     except ValueError:  # a curvilinear grid: no spacing to differentiate with
