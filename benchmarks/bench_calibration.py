@@ -18,16 +18,16 @@ spread and members are recovered exactly from the applied factor map
 ``last_calibration.scale`` -- what ``calibrate="scale"`` returns
 (``tests/test_calibration.py`` checks both identities).
 
-Scores (area-weighted over valid fine cells; small local numpy functions, to be switched
-to ``xsr.metrics`` later):
+Scores (:mod:`xsr.metrics`, area-weighted over the valid fine cells):
 
 * ``ssr``: spread-skill ratio, RMS spread / RMSE of the mean (target 0.8-1.25);
 * ``crps_gauss_vs_bicubic_mae``: CRPS of the Gaussian with the ensemble mean and the
   (calibrated) spread, divided by the MAE of conservative bicubic (target <= 0.75; a
   perfectly calibrated Gaussian reaches about 0.71 x its own MAE);
-* ``crps_members_vs_bicubic_mae``: the same for the members (the ensemble CRPS
-  ``mean|x_k - y| - mean|x_k - x_l| / 2``);
-* ``corr``: Pearson correlation of the spread with the absolute error (target >= 0.4);
+* ``crps_members_vs_bicubic_mae``: the same for the members (the fair ensemble CRPS,
+  :func:`xsr.metrics.crps_ensemble`);
+* ``corr``: area-weighted Pearson correlation of the spread with the absolute error
+  (:func:`xsr.metrics.spread_error_correlation`; target >= 0.4);
 * ``rank_outer``: frequency of the truth below all members and above all members, times
   ``K + 1`` (1 is uniform; target <= 2);
 * ``rmse_cm``: RMSE of the mean (the calibration does not change it);
@@ -110,31 +110,8 @@ def load_case(spec: str) -> tuple[np.ndarray, np.ndarray | None, str]:
 
 
 # ----------------------------------------------------------------------------------------
-# scores (local numpy versions; xsr.metrics will provide them)
+# scores: xsr.metrics, area-weighted over the valid fine cells
 # ----------------------------------------------------------------------------------------
-def _norm_cdf(z: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr
-
-    return np.asarray(ndtr(z))
-
-
-def crps_gaussian(mu: np.ndarray, sigma: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """CRPS of N(mu, sigma^2) at y (closed form; sigma > 0)."""
-    z = (y - mu) / sigma
-    pdf = np.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
-    return sigma * (z * (2 * _norm_cdf(z) - 1) + 2 * pdf - 1 / math.sqrt(math.pi))
-
-
-def crps_ensemble(members: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """CRPS of the empirical distribution of ``members`` (M, ...) at y."""
-    m = members.shape[0]
-    t1 = np.mean(np.abs(members - y), axis=0)
-    s = np.sort(members, axis=0)
-    coef = (2 * np.arange(1, m + 1) - m - 1).reshape((m,) + (1,) * y.ndim)
-    t2 = (coef * s).sum(axis=0) / m**2  # mean over pairs of |x_k - x_l|, halved
-    return t1 - t2
-
-
 def scores(
     mean: np.ndarray,
     std: np.ndarray,
@@ -143,24 +120,35 @@ def scores(
     w: np.ndarray,
     mae_bicubic: float,
 ) -> dict[str, float]:
+    """The scores of one variant (:mod:`xsr.metrics`; cells where all inputs are finite)."""
+    import xarray as xr
+
+    from xsr import metrics
+
     ok = np.isfinite(truth) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
-    wv = np.broadcast_to(w, truth.shape)[ok]
-    wv = wv / wv.sum()
-    y, mu, sd = truth[ok], mean[ok], std[ok]
-    e = mu - y
-    rmse = math.sqrt(float((wv * e**2).sum()))
+    dims = ("y", "x")
+
+    def da(a: np.ndarray) -> xr.DataArray:
+        return xr.DataArray(np.where(ok, a, np.nan), dims=dims)
+
+    y, mu, sd = da(truth), da(mean), da(std)
+    wts = xr.DataArray(np.broadcast_to(w, truth.shape), dims=dims)
+    mem = xr.DataArray(np.where(ok, members, np.nan), dims=("member", *dims))
     k = members.shape[0]
-    mem = members[:, ok]
-    rank = (mem < y).sum(axis=0)
-    hist = np.bincount(rank, weights=wv, minlength=k + 1)
+    rmse = float(metrics.rmse(mu, y, weights=wts))
+    hist = np.asarray(metrics.rank_histogram(mem, y, weights=wts).values, dtype=np.float64)
+    wv = np.broadcast_to(w, truth.shape)[ok]
+    rms_spread = float(np.sqrt((wv * std[ok] ** 2).sum() / wv.sum()))
+    crps_g = float(metrics.crps_gaussian(mu, sd, y, weights=wts))
+    crps_m = float(metrics.crps_ensemble(mem, y, weights=wts))
     return {
         "rmse_cm": 100 * rmse,
-        "mae_cm": 100 * float((wv * np.abs(e)).sum()),
-        "mean_std_cm": 100 * math.sqrt(float((wv * sd**2).sum())),
-        "ssr": math.sqrt(float((wv * sd**2).sum())) / rmse,
-        "crps_gauss_vs_bicubic_mae": float((wv * crps_gaussian(mu, sd, y)).sum()) / mae_bicubic,
-        "crps_members_vs_bicubic_mae": float((wv * crps_ensemble(mem, y)).sum()) / mae_bicubic,
-        "corr": float(np.corrcoef(sd, np.abs(e))[0, 1]),
+        "mae_cm": 100 * float(metrics.mae(mu, y, weights=wts)),
+        "mean_std_cm": 100 * rms_spread,
+        "ssr": float(metrics.spread_skill((mu, sd), y, weights=wts)),
+        "crps_gauss_vs_bicubic_mae": crps_g / mae_bicubic,
+        "crps_members_vs_bicubic_mae": crps_m / mae_bicubic,
+        "corr": float(metrics.spread_error_correlation((mu, sd), y, weights=wts)),
         "rank_outer_low": float(hist[0] * (k + 1)),
         "rank_outer_high": float(hist[-1] * (k + 1)),
         "rank_outer": float(max(hist[0], hist[-1]) * (k + 1)),
@@ -175,6 +163,9 @@ def cons_error(members: np.ndarray, coarse: np.ndarray, f: int, w: Any, mask: An
 
 # ----------------------------------------------------------------------------------------
 def run_case(spec: str, f: int, args: argparse.Namespace) -> dict[str, Any]:
+    import xarray as xr
+
+    from xsr import metrics
     from xsr.conserve import block_mean, upsample
     from xsr.methods import downscale_array, get_method
 
@@ -184,9 +175,13 @@ def run_case(spec: str, f: int, args: argparse.Namespace) -> dict[str, Any]:
     wts = np.ones_like(truth) if w is None else w
     kw: dict[str, Any] = {"weights": w, "mask": None if mask.all() else mask}
     bic = downscale_array(coarse, factor=f, method="bicubic", **kw)
-    ok = mask & np.isfinite(bic)
-    wb = np.broadcast_to(wts, truth.shape)[ok]
-    mae_bic = float((wb * np.abs(bic - truth)[ok]).sum() / wb.sum())
+    mae_bic = float(
+        metrics.mae(
+            xr.DataArray(bic, dims=("y", "x")),
+            xr.DataArray(truth, dims=("y", "x")),
+            weights=xr.DataArray(np.broadcast_to(wts, truth.shape), dims=("y", "x")),
+        )
+    )
     m = get_method(
         "dip-ensemble",
         members=args.members,
