@@ -210,6 +210,23 @@ def test_attrs_through_the_api():
     np.testing.assert_allclose(back[name].values, ds[name].values, rtol=1e-10, atol=0)
 
 
+def test_tiles_are_calibrated_each_on_its_own_and_say_so():
+    """With tiles every tile fits its own factor: a warning says so (and not without
+    tiles); the tiled result still conserves exactly."""
+    ds = lonlat_dataset(ny=32, nx=32, nt=1)[["sst"]]
+    kw = {"factor": 4, "method": "dip-ensemble", "calibrate": "scale", **FAST}
+    with pytest.warns(UserWarning, match="each tile's own coarse field"):
+        tiled = ds.sr.downscale(tile_size=64, **kw)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no such warning without tiles
+        whole = ds.sr.downscale(**kw)
+    back = tiled[["sst"]].sr.coarsen(factor=4)
+    np.testing.assert_allclose(back["sst"].values, ds["sst"].values, rtol=1e-10, atol=0)
+    assert tiled["sst_std"].notnull().any() and whole["sst_std"].notnull().any()
+
+
 # ----------------------------------------------------------------------------------------
 # options
 # ----------------------------------------------------------------------------------------

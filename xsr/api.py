@@ -240,6 +240,17 @@ def _plan(
             "result cannot hold; pass a Dataset instead: da.to_dataset().sr.downscale(...)"
         )
     name = getattr(m, "name", str(m))
+    calibrate = getattr(m, "calibrate", "none")
+    if tiled and calibrate != "none":
+        warnings.warn(
+            f"{name}: calibrate={calibrate!r} with tiles fits the spread calibration on each "
+            "tile's own coarse field, so its factor differs from tile to tile and the spread "
+            "can jump at tile seams (the mean and its conservation are not affected). Fix: "
+            f"for one calibration per field, downscale without tile_size and without dask "
+            f"chunks along {g.ydim!r}/{g.xdim!r}, or with tiles as large as memory allows",
+            UserWarning,
+            stacklevel=4,
+        )
     guides = None
     if guide is None and getattr(m, "requires_guide", False):
         raise MethodError(
