@@ -241,3 +241,21 @@ def test_enforce_errors():
         block_mean(np.ones((5, 4)), 2)
     with pytest.raises(OptionError, match="lower < upper"):
         enforce(fine, np.ones((2, 2)), 2, "bounded", bounds=(1, 0))
+
+
+@pytest.mark.parametrize("mode", ["additive", "multiplicative"])
+def test_enforce_layer_conserves_under_bfloat16_autocast(mode: str) -> None:
+    """A network run in bfloat16 autocast still ends in fields that conserve (float32)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Upsample(scale_factor=4), torch.nn.Conv2d(1, 1, 3, padding=1)
+    )
+    layer = Enforce(4, mode)
+    x = torch.rand(2, 1, 8, 8) + 0.5
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        raw = net(x)
+        y = layer(raw.abs() + 0.1, x)
+    assert raw.dtype == torch.bfloat16
+    assert y.dtype == torch.float32
+    err = (block_mean(y.double(), 4) - x.double()).abs().max() / x.abs().max()
+    assert float(err) < 2e-6

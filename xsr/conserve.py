@@ -558,16 +558,23 @@ class Enforce(torch.nn.Module):
         self.register_buffer("mask", None if mask is None else torch.as_tensor(mask))
 
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        return enforce(
-            fine,
-            coarse,
-            self.factor,
-            self.mode,
-            weights=self.weights,
-            mask=self.mask,
-            bounds=self.bounds,
-            validate=self.validate,
-        )
+        import torch
+
+        # at least float32 and outside any autocast region: a network run in bfloat16 or
+        # float16 still returns fields that conserve to float32 round-off (in bfloat16
+        # they were off by 1e-3)
+        dt = torch.promote_types(torch.promote_types(fine.dtype, coarse.dtype), torch.float32)
+        with torch.autocast(device_type=fine.device.type, enabled=False):
+            return enforce(
+                fine.to(dt),
+                coarse.to(dt),
+                self.factor,
+                self.mode,
+                weights=self.weights,
+                mask=self.mask,
+                bounds=self.bounds,
+                validate=self.validate,
+            )
 
     def extra_repr(self) -> str:
         b = f", bounds={self.bounds}" if self.bounds is not None else ""
