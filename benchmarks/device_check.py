@@ -53,6 +53,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,29 @@ QUICK: dict[str, dict[str, Any]] = {
         "iterations": 2,
     },
     "distributed_scaling": {"days": 2, "ny": 8, "nx": 20, "factor": 2, "workers": [1, 2]},
+}
+# what each section's result holds when it ran to the end (tests/test_device_check.py)
+KEYS: dict[str, tuple[str, ...]] = {
+    "bicubic_global_x8": (
+        "input",
+        "output",
+        "runs_s",
+        "best_s",
+        "output_megapixels_per_s",
+        "peak_cuda_mib",
+        "max_rel_conservation_error",
+    ),
+    "dip_ensemble": ("input", "what", "variants", "probe", "full", "best_estimate_s"),
+    "cnn_throughput": ("what", "rows"),
+    "tiled_dip_ensemble": (
+        "input",
+        "seconds",
+        "output",
+        "peak_cuda_mib",
+        "mean_std",
+        "max_rel_conservation_error",
+    ),
+    "distributed_scaling": ("what", "cpu_count", "rows"),
 }
 # seconds each section may take at most (its child process is stopped there); the run as a
 # whole also stops at --budget
@@ -798,6 +822,21 @@ def read_steps(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    """Stop ``proc``'s process group (the child and whatever it started) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT reached the driver (the shell script's time limit)."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def run_section(name: str, args: argparse.Namespace, limit: float) -> dict[str, Any]:
     """Run one section in a child process, stopped after ``limit`` seconds."""
     entry: dict[str, Any] = {"limit_s": round(limit, 1)}
@@ -805,27 +844,37 @@ def run_section(name: str, args: argparse.Namespace, limit: float) -> dict[str, 
         return {**entry, "status": "skipped", "error": "no time left in the budget"}
     with tempfile.TemporaryDirectory(prefix=f"xsr-dc-{name}-") as tmp:
         part = Path(tmp) / "part.json"
+        logfile = Path(tmp) / "child.log"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--partial"]
         cmd += [str(part), "--child-limit", str(limit)]
         cmd += ["--cpu"] * args.cpu + ["--quick"] * args.quick
         t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=limit
+        # a process group of its own, so that stopping it also stops what it started (dask
+        # workers, compiler processes); output to a file, which no leftover process can hold
+        # open the way it would a pipe
+        with open(logfile, "w") as sink:
+            proc = subprocess.Popen(
+                cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
             )
-            entry["status"] = "ok" if proc.returncode == 0 else "failed"
-            if proc.returncode != 0:
-                entry["error"] = proc.stdout[-3000:]
-            output = proc.stdout
-        except subprocess.TimeoutExpired as e:
-            entry["status"] = "timed_out"
-            out = e.stdout or b""
-            output = out.decode(errors="replace") if isinstance(out, bytes) else out
-            entry["error"] = f"stopped after {limit:.0f} s; last output: {output[-1500:]}"
+            try:
+                rc = proc.wait(timeout=limit)
+                entry["status"] = "ok" if rc == 0 else f"failed ({rc})"
+            except subprocess.TimeoutExpired:
+                entry["status"] = "timed_out"
+            finally:
+                _kill_group(proc)
+        output = logfile.read_text(errors="replace")
         entry["seconds"] = round(time.perf_counter() - t0, 1)
+        if entry["status"] == "timed_out":
+            entry["error"] = f"stopped after {limit:.0f} s; last output: {output[-1500:]}"
+        elif entry["status"] != "ok":
+            entry["error"] = output[-3000:]
         log(output.rstrip())
         if part.exists():
             entry["result"] = json.loads(part.read_text())
+    missing = [k for k in KEYS[name] if k not in entry.get("result", {})]
+    if missing:
+        entry["missing_keys"] = missing
     return entry
 
 
@@ -893,12 +942,18 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(json.dumps(result, indent=1, default=str) + "\n")
 
     result["sections"] = {}
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     for name in args.sections:
         left = args.budget - (time.time() - t_start)
         limit = min(LIMITS[name], left) if not args.quick else min(120.0, left)
         log(f"== {name} (limit {limit:.0f} s)")
         try:
             result["sections"][name] = run_section(name, args, limit)
+        except _Stopped as e:
+            result["sections"][name] = {"status": "stopped", "error": f"driver got {e}"}
+            save()
+            break
         except Exception:
             result["sections"][name] = {"status": "failed", "error": traceback.format_exc()}
         save()
