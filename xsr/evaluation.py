@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
 import platform
+import re
 import threading
 import time
 import warnings
@@ -637,7 +637,7 @@ def _figures(ev: Evaluation, var: str, dims: tuple[str, str]) -> list[tuple[str,
             )
             ax.plot(xs, ys, "o-", color=f"C{i}", label=m)
             top = max(top, float(xs.max()), float(ys.max()))
-        ax.plot([0, top], [0, top], "k:", label="calibrated")
+        ax.plot([0, top], [0, top], "k:", label="spread = error (reliable)")
         ax.set_xlabel("spread (binned)")
         ax.set_ylabel("RMS error in the bin")
         ax.set_title(f"{var}: spread against error, x{ev.factor}")
