@@ -15,6 +15,7 @@ __all__ = ["Bicubic", "Bilinear", "Nearest"]
 
 class _Interp(Method):
     mode: ClassVar[str] = "nearest"
+    local = True  # each output row depends on the coarse rows within ``halo`` only
 
     def upscale(self, x: torch.Tensor, factor: int, **context: Any) -> torch.Tensor:
         import torch.nn.functional as F
