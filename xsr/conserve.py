@@ -170,6 +170,8 @@ def check_coarse(
             f"{name} has {n} infinite value(s); only finite values and NaN (masked cells) are "
             "allowed; replace them, e.g. with .where(np.isfinite(da))"
         )
+    if mode not in ("multiplicative", "bounded"):
+        return
     finite = x[torch.isfinite(x)]
     if finite.numel() == 0:
         return

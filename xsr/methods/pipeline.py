@@ -72,8 +72,7 @@ def fill_nan(x: torch.Tensor, iterations: int) -> torch.Tensor:
     v = v.reshape(-1, ny, nx)  # zero wherever m is: v == v * m throughout
     m = valid.reshape(-1, ny, nx).to(x.dtype)
     for _ in range(iterations):
-        s = _box3(v)
-        c = _box3(m)
+        s, c = _box3(torch.stack([v, m])).unbind(0)  # neighbour sums of values and counts
         new = (m == 0) & (c > 0)
         if not bool(new.any()):
             break
@@ -88,7 +87,7 @@ def fill_nan(x: torch.Tensor, iterations: int) -> torch.Tensor:
 
 
 def _box3(a: torch.Tensor) -> torch.Tensor:
-    """Sum over the 3 x 3 neighbourhood of each cell, zero outside: ``(B, ny, nx)``.
+    """Sum over the 3 x 3 neighbourhood of each cell, zero outside: ``(..., ny, nx)``.
 
     Two passes of shifted slices (separable), which on the CPU is an order of magnitude
     faster than a float64 ``conv2d`` with a kernel of ones.
@@ -96,7 +95,7 @@ def _box3(a: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as F
 
     p = F.pad(a, (1, 1, 1, 1))
-    rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
     return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 
 
@@ -213,13 +212,6 @@ def downscale_array(
     # on a periodic axis the NaN filling also sees across the seam: wrap wide enough for the
     # fill rings (halo + 1) around the method's halo first, fill, then keep the halo only,
     # so that the result equals a tiled run (xsr.tiling) whose tiles straddle the seam
-    g = min(h + m.halo + 1, xt.shape[-1]) if h and not m.handles_nan else h
-    xin = torch.cat([xt[..., -g:], xt, xt[..., :g]], dim=-1) if g else xt
-    if not m.handles_nan:
-        xin = fill_nan(xin, m.halo + 1)
-    if g > h:
-        xin = xin[..., g - h : xin.shape[-1] - (g - h)]
-
     ny, nx = xt.shape[-2:]
     fine_mask = None
     if mask is not None:
@@ -236,7 +228,6 @@ def downscale_array(
         # the result; no other full-size array is made
         out = _strips(
             m,
-            xin,
             xt,
             f=f,
             h=h,
@@ -250,6 +241,7 @@ def downscale_array(
         res_np = out.cpu().numpy() if was_np else out
         return Downscaled(fine=res_np) if extras else res_np
 
+    xin = _method_input(xt, m, h)
     gt = _check_guide(guide, m, xt, f, name)
     if gt is not None:
         gt = gt.to(device=dev, dtype=work)
@@ -338,9 +330,12 @@ def downscale_array(
     return Downscaled(fine=_ret(out), std=_ret(std), members=_ret(members))
 
 
-#: Fine cells per strip of :func:`_strips` on the CPU (other devices: 16 times more): small
-#: enough that the temporaries of a strip stay in the caches and far below the result.
-STRIP_CELLS = 1 << 20
+#: Fine cells per strip of :func:`_strips` on the CPU (other devices: 16 times more), at
+#: most; and at most a sixteenth of the result, so that the temporaries of a strip stay in
+#: the caches and far below the size of the result.
+STRIP_CELLS = 1 << 21
+#: Coarse cells per block of :func:`_strips`' input preparation (NaN filling), at least.
+FILL_CELLS = 1 << 17
 
 
 def _by_strips(m: Method, guide: Any) -> bool:
@@ -351,13 +346,34 @@ def _by_strips(m: Method, guide: Any) -> bool:
 def _strip_rows(out: torch.Tensor, ny: int, f: int) -> int:
     """Coarse rows per strip of the result ``out`` ``(..., ny*f, nx*f)``."""
     per_row = max(1, out[..., :f, :].numel())
-    budget = STRIP_CELLS * (1 if out.device.type == "cpu" else 16)
+    # at most 1/16 of the result in the bytes of the float64 sums of enforce_into
+    share = out.numel() * out.element_size() // (16 * 8)
+    budget = min(STRIP_CELLS * (1 if out.device.type == "cpu" else 16), share)
     return max(1, min(ny, budget // per_row))
+
+
+def _method_input(x: torch.Tensor, m: Method, h: int) -> torch.Tensor:
+    """What the method gets: ``x`` ``(..., n, nx)`` with ``h`` periodic halo columns on each
+    side, ``(..., n, nx + 2*h)``, its NaN cells filled unless the method handles NaN.
+
+    On a periodic axis the NaN filling also sees across the seam: the field is wrapped wide
+    enough for the fill rings (``halo + 1``) around the method's halo first, filled, then
+    only the halo is kept, so that the result equals a tiled run (:mod:`xsr.tiling`) whose
+    tiles straddle the seam.
+    """
+    import torch
+
+    g = min(h + m.halo + 1, x.shape[-1]) if h and not m.handles_nan else h
+    xin = torch.cat([x[..., -g:], x, x[..., :g]], dim=-1) if g else x
+    if not m.handles_nan:
+        xin = fill_nan(xin, m.halo + 1)
+    if g > h:
+        xin = xin[..., g - h : xin.shape[-1] - (g - h)]
+    return xin
 
 
 def _strips(
     m: Method,
-    xin: torch.Tensor,
     xt: torch.Tensor,
     *,
     f: int,
@@ -376,10 +392,12 @@ def _strips(
     m : Method
         A method with :attr:`Method.local` set: its output rows of coarse row ``i`` depend
         only on coarse rows ``i - halo .. i + halo``.
-    xin : torch.Tensor, shape ``(..., ny, nx + 2*h)``
-        The NaN-free input, with ``h`` periodic halo columns on each side.
     xt : torch.Tensor, shape ``(..., ny, nx)``
-        The coarse field to conserve (NaN: masked cells).
+        The coarse field to conserve (NaN: masked cells).  Each strip's input is made from
+        it by :func:`_method_input` over the strip's rows and ``halo + 1`` more on each
+        side: the fill rings reach no further, so that every value that can reach a valid
+        fine cell is the one a fill of the whole field would give (cells beyond the rings,
+        which get the mean of the valid cells, only ever feed masked fine cells).
     f, h : int
         Factor and periodic halo.
     mode, bounds
@@ -406,12 +424,24 @@ def _strips(
     ny, nx = xt.shape[-2:]
     out = torch.empty((*xt.shape[:-2], ny * f, nx * f), dtype=dtype, device=xt.device)
     step = _strip_rows(out, ny, f)
+    reach = m.halo + 1  # the fill rings
+    # the input is prepared (wrapped, filled) in blocks of rows that serve several strips
+    rows = max(step + 2 * m.halo + 2 * reach, FILL_CELLS // max(1, xt[..., :1, :].numel()))
+    k0, v0, v1 = 0, 0, -1  # rows of the block, rows of it that a fill of all would give
+    blk = xt
     bad = 0
     for r0 in range(0, ny, step):
         r1 = min(ny, r0 + step)
         a0, a1 = max(0, r0 - m.halo), min(ny, r1 + m.halo)
+        if a0 < v0 or a1 > v1:
+            k0 = max(0, a0 - reach)
+            k1 = min(ny, k0 + rows)
+            blk = _method_input(xt[..., k0:k1, :], m, h)
+            v0 = k0 + reach if k0 > 0 else 0
+            v1 = k1 - reach if k1 < ny else ny
+        xin = blk[..., a0 - k0 : a1 - k0, :]
         with torch.no_grad():
-            y = m.upscale(xin[..., a0:a1, :], f)
+            y = m.upscale(xin, f)
         want = (*xin.shape[:-2], (a1 - a0) * f, xin.shape[-1] * f)
         if isinstance(y, Upscaled) or tuple(y.shape) != want:
             raise MethodError(
