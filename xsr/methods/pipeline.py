@@ -481,7 +481,8 @@ def _as_weights(weights: Any, dev: Any) -> Any:
         wy, wx = (torch.as_tensor(np.asarray(w, np.float64)).to(dev) for w in weights)
         return wy, wx
     wt = torch.as_tensor(np.asarray(weights) if not isinstance(weights, torch.Tensor) else weights)
-    return wt.to(dev)
+    # one memory order, so that the sums are the same whatever order the user's array had
+    return wt.to(dev).contiguous()
 
 
 def _full_weights(w: Any) -> Any:
