@@ -626,6 +626,8 @@ def _additive_into(
         return False
     d = xw - num / den  # (..., ny, nx); NaN where the coarse cell is masked
     dx = d[..., None].expand(*d.shape, f).reshape(*d.shape[:-1], nxf)  # (..., ny, NX)
+    if out.dtype == fine.dtype:  # one dtype (float32 fine: d rounded to float32 first)
+        y3, dx = fine.unflatten(-2, (ny, f)), dx.to(fine.dtype)
     torch.add(y3, dx.unsqueeze(-2), out=out.unflatten(-2, (ny, f)))  # a view of out
     return True
 

@@ -9,6 +9,10 @@ or torch tensors in, the same type out.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -287,7 +291,7 @@ def downscale_array(
             f"(M, {', '.join(map(str, y.shape))})"
         )
     lead = torch.broadcast_shapes(y.shape[:-2], xt.shape[:-2])
-    out = torch.empty((*lead, ny * f, nx * f), dtype=final, device=y.device)
+    out = _empty((*lead, ny * f, nx * f), final, y.device)
     bad = 0
     step = _strip_rows(out, ny, f)
     for r0 in range(0, ny, step):
@@ -417,20 +421,104 @@ def _strips(
     torch.Tensor, shape ``(..., ny*f, nx*f)``
         The enforced field: the only full-size array this makes.
     """
+
+    ny, nx = xt.shape[-2:]
+    out = _empty((*xt.shape[:-2], ny * f, nx * f), dtype, xt.device)
+    step = _strip_rows(out, ny, f)
+    starts = list(range(0, ny, step))
+
+    def run(group: list[int]) -> int:
+        return _run_strips(
+            m, xt, out, group, step=step, f=f, h=h, mode=mode, bounds=bounds,
+            weights=weights, mask=mask,
+        )  # fmt: skip
+
+    workers = _strip_workers(out, len(starts))
+    if workers == 1:
+        bad = run(starts)
+    else:
+        groups = [list(g) for g in np.array_split(np.array(starts), workers)]
+        with _one_thread_each(), ThreadPoolExecutor(workers) as pool:
+            bad = sum(pool.map(run, groups))
+    if bad:
+        raise _nonfinite(m, name)
+    return out
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """An uninitialised result; on the CPU allocated by numpy, which asks the kernel for
+    transparent huge pages on large arrays (``madvise``): writing a fresh result then costs
+    a fraction of the page faults of torch's own allocation."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    return torch.from_numpy(np.empty(shape, dtype=np_dtype))
+
+
+def _strip_workers(out: torch.Tensor, n_strips: int) -> int:
+    """Threads for the strips of :func:`_strips`: torch's intra-op threads on the CPU.
+
+    The strips are independent, so each of ``n`` threads takes a contiguous run of them
+    with single-threaded torch operations, instead of running every small operation on
+    ``n`` threads: no barrier per operation, which on a loaded machine (more runnable
+    threads than cores) stalls a thread-parallel operation until its last thread is
+    scheduled again.  Only from the main thread: inside dask workers (threads), or other
+    threads of the user, the global thread setting is not touched.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    if out.device.type != "cpu" or n < 2 or n_strips < 2:
+        return 1
+    if threading.current_thread() is not threading.main_thread():
+        return 1
+    return min(n, n_strips)
+
+
+@contextmanager
+def _one_thread_each() -> Iterator[None]:
+    """torch's intra-op parallelism off for the duration, restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _run_strips(
+    m: Method,
+    xt: torch.Tensor,
+    out: torch.Tensor,
+    starts: list[int],
+    *,
+    step: int,
+    f: int,
+    h: int,
+    mode: ConserveMode | None,
+    bounds: tuple[float | None, float | None] | None,
+    weights: Any,
+    mask: torch.Tensor | None,
+) -> int:
+    """Upscale and enforce the strips of coarse rows ``[r0, r0 + step)`` for ``r0`` in
+    ``starts`` (ascending) into ``out``; the number of non-finite first-guess cells where a
+    value belongs (see :func:`xsr.conserve.enforce_into`)."""
     import torch
 
     from ..conserve import enforce_into
 
-    ny, nx = xt.shape[-2:]
-    out = torch.empty((*xt.shape[:-2], ny * f, nx * f), dtype=dtype, device=xt.device)
-    step = _strip_rows(out, ny, f)
+    ny = xt.shape[-2]
     reach = m.halo + 1  # the fill rings
     # the input is prepared (wrapped, filled) in blocks of rows that serve several strips
     rows = max(step + 2 * m.halo + 2 * reach, FILL_CELLS // max(1, xt[..., :1, :].numel()))
     k0, v0, v1 = 0, 0, -1  # rows of the block, rows of it that a fill of all would give
     blk = xt
     bad = 0
-    for r0 in range(0, ny, step):
+    for r0 in starts:
         r1 = min(ny, r0 + step)
         a0, a1 = max(0, r0 - m.halo), min(ny, r1 + m.halo)
         if a0 < v0 or a1 > v1:
@@ -448,6 +536,7 @@ def _strips(
                 f"method {m!r} returned {type(y).__name__} of shape "
                 f"{tuple(getattr(y, 'shape', ()))}, expected a tensor of shape {want}"
             )
+        nx = xt.shape[-1]
         y = y[..., (r0 - a0) * f : (r1 - a0) * f, h * f : h * f + nx * f]
         bad += enforce_into(
             out[..., r0 * f : r1 * f, :],
@@ -459,9 +548,7 @@ def _strips(
             mask=_rows(mask, r0 * f, r1 * f, ny * f),
             bounds=bounds,
         )
-    if bad:
-        raise _nonfinite(m, name)
-    return out
+    return bad
 
 
 def _nonfinite(m: Method, name: str) -> MethodError:
