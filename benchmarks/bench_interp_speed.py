@@ -11,15 +11,17 @@ and each input dtype (float64 and float32: ``adt`` cast before the timing), it m
 * ``xarray_linear``: ``ds.interp(latitude=..., longitude=..., method="linear")`` onto the
   same fine cell centres (scipy; no conservation, no periodicity).
 
-Every case runs in a fresh Python process, ``--repeat`` times (best of them reported).
-**Memory**: before each call the process's peak-RSS mark is reset (``echo 5 >
-/proc/self/clear_refs``, Linux), the resident memory ``VmRSS`` is read, and after the call
-the peak ``VmHWM`` is read from ``/proc/self/status``; the growth is ``VmHWM - VmRSS``
-(kernel-exact, so every allocation counts: numpy, torch, scipy buffers alike, which
-``tracemalloc`` would not see).  Imports, the input data and the target coordinates are in
-place before the baseline; the previous repeat's result is dropped first.  The largest growth
-over the repeats is reported, next to the bytes of the output array of ``adt`` and their
-ratio.
+Every case runs in a fresh Python process: one first call (measured and reported apart as
+``first_call``: it includes one-time costs of the libraries, such as thread pools and
+allocator arenas, that do not grow with the output), then ``--repeat`` calls, whose best
+time and largest memory growth are the headline figures.  **Memory**: before each call the
+process's peak-RSS mark is reset (``echo 5 > /proc/self/clear_refs``, Linux) and the
+resident memory ``VmRSS`` is read; after the call the peak ``VmHWM`` is read from
+``/proc/self/status``.  The growth is ``VmHWM - VmRSS``: kernel counters, so every
+allocation counts (numpy, torch, scipy buffers alike, which ``tracemalloc`` would not see).
+Imports, the input data and the target coordinates are in place before the baseline; the
+previous call's result is dropped first.  Reported next to it: the bytes of the output array
+of ``adt`` and their ratio.
 
 For xsr, after the timed calls: the output dtype and the conservation error
 (:func:`xsr.conserve.conservation_error` in float64 with the fine cell areas, relative to the
@@ -109,7 +111,7 @@ def _worker(case: str, factor: int, dtype: str, repeat: int) -> dict[str, Any]:
     growth: list[int] = []
     out: Any = None
     load = [os.getloadavg()]
-    for _ in range(repeat):
+    for _ in range(repeat + 1):
         out = None
         gc.collect()
         _reset_peak()
@@ -121,6 +123,7 @@ def _worker(case: str, factor: int, dtype: str, repeat: int) -> dict[str, Any]:
     load.append(os.getloadavg())
     adt = out["adt"]
     nbytes = int(adt.nbytes)
+    first_t, first_g = times.pop(0), growth.pop(0)
     info.update(
         fine_shape=[int(n) for n in adt.shape[-2:]],
         output_dtype=str(adt.dtype),
@@ -132,6 +135,11 @@ def _worker(case: str, factor: int, dtype: str, repeat: int) -> dict[str, Any]:
         peak_growth_mib_each=[round(g / MIB, 1) for g in growth],
         peak_growth_mib=round(max(growth) / MIB, 1),
         peak_growth_over_output=round(max(growth) / nbytes, 3),
+        first_call={
+            "time_s": round(first_t, 3),
+            "peak_growth_mib": round(first_g / MIB, 1),
+            "peak_growth_over_output": round(first_g / nbytes, 3),
+        },
         load_average=[[round(v, 2) for v in la] for la in load],
     )
     if case == "xsr_bicubic":
@@ -176,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "memory_method": (
             "fresh process per case; before each call the peak-RSS mark is reset "
             "(/proc/self/clear_refs = 5) and VmRSS read; growth = VmHWM after the call - "
-            "VmRSS before (kernel counters, every allocator counted); max over the repeats"
+            "VmRSS before (kernel counters, every allocator counted); max over the repeats "
+            "that follow a first call (reported apart as first_call)"
         ),
         "repeat": args.repeat,
         "targets": {
