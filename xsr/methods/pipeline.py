@@ -350,9 +350,9 @@ def downscale_array(
 #: Fine cells per strip of :func:`_strips` on the CPU (other devices: 16 times more), at
 #: most; and at most a sixteenth of the result, so that the temporaries of a strip stay in
 #: the caches and far below the size of the result.
-STRIP_CELLS = 1 << 19
+STRIP_CELLS = 1 << 18
 #: Coarse cells per block of :func:`_strips`' input preparation (NaN filling), at least.
-FILL_CELLS = 1 << 15
+FILL_CELLS = 1 << 16
 
 
 def _by_strips(m: Method, guide: Any) -> bool:
