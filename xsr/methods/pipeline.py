@@ -77,11 +77,11 @@ def fill_nan(x: torch.Tensor, iterations: int) -> torch.Tensor:
     m = valid.reshape(-1, ny, nx).to(x.dtype)
     for _ in range(iterations):
         s, c = _box3(torch.stack([v, m])).unbind(0)  # neighbour sums of values and counts
-        new = (m == 0) & (c > 0)
+        new = (c > 0) & (m == 0)
         if not bool(new.any()):
             break
-        v = torch.where(new, s / torch.where(c > 0, c, torch.ones_like(c)), v)
-        m = torch.where(new, torch.ones_like(m), m)
+        v = torch.where(new, s / c.clamp(min=1), v)  # counts are whole: c where c > 0
+        m = torch.where(new, 1.0, m)
     flat_m = m.reshape(m.shape[0], -1)
     flat_v = v.reshape(v.shape[0], -1)
     count = flat_m.sum(dim=1).clamp(min=1)
