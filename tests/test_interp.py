@@ -243,18 +243,26 @@ def test_downscale_array_matches_the_reference(
     assert _rel(got, want) <= (1e-13 if dtype == np.float64 else 2e-6)
 
 
-def test_strips_restore_torch_threads() -> None:
+@pytest.mark.parametrize("idle", [0, 1, 8])
+def test_strip_workers_give_the_same_bits_and_restore_torch_threads(
+    idle: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     n = torch.get_num_threads()
-    x = np.random.default_rng(0).normal(size=(40, 30))
-    old = pipeline.STRIP_CELLS
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 40, 30))
+    x[:, 5:12, 3:9] = np.nan
+    w = (rng.random(160) + 0.5, rng.random(120) + 0.5)
+    monkeypatch.setattr(pipeline, "STRIP_CELLS", 64)  # many strips
+    monkeypatch.setattr(pipeline, "_idle_cores", lambda: 0)
+    one = downscale_array(x, factor=4, method="bicubic", periodic=True, weights=w)
+    monkeypatch.setattr(pipeline, "_idle_cores", lambda: idle)
+    torch.set_num_threads(2)
     try:
-        pipeline.STRIP_CELLS = 64  # many strips: the threaded runner
-        a = downscale_array(x, factor=4, method="bicubic", periodic=True)
+        got = downscale_array(x, factor=4, method="bicubic", periodic=True, weights=w)
+        assert torch.get_num_threads() == 2
     finally:
-        pipeline.STRIP_CELLS = old
-    assert torch.get_num_threads() == n
-    b = downscale_array(x, factor=4, method="bicubic", periodic=True)
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-14)
+        torch.set_num_threads(n)
+    np.testing.assert_array_equal(got, one)
 
 
 # ------------------------------------------------------------------------------------------
@@ -311,9 +319,7 @@ def test_global_ssh_dtype_and_conservation(dtype: str) -> None:
 
 
 def test_float32_field_in_float64_when_asked() -> None:
-    da = xr.DataArray(
-        np.arange(12, dtype=np.float32).reshape(3, 4), dims=("y", "x"), name="v"
-    )
+    da = xr.DataArray(np.arange(12, dtype=np.float32).reshape(3, 4), dims=("y", "x"), name="v")
     assert da.sr.downscale(factor=2).dtype == np.float32
     out = da.sr.downscale(factor=2, dtype="float64")
     assert out.dtype == np.float64

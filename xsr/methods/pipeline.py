@@ -179,10 +179,11 @@ def downscale_array(
     Methods that are :attr:`~xsr.methods.base.Method.local` (the interpolations) run strip
     by strip of coarse rows: each strip's input is wrapped and filled, upscaled and enforced
     (:func:`xsr.conserve.enforce_into`) straight into the preallocated result, on the CPU by
-    torch's intra-op threads as independent workers.  The result is then the only array of
-    its size that the call makes (peak memory about 1.1-1.4 x the result on the global SSH
-    benchmark, ``docs/benchmarks.md``); a float32 field stays float32 (block sums in
-    float64), unless ``dtype`` asks otherwise.
+    up to torch's intra-op thread count of independent workers (as many as there are idle
+    cores, see :func:`_strip_workers`; the values do not depend on their number).  The
+    result is then the only array of its size that the call makes (peak memory about 1.1 x
+    the result on the global SSH benchmark, ``docs/benchmarks.md``); a float32 field stays
+    float32 (block sums in float64), unless ``dtype`` asks otherwise.
 
     Returns
     -------
@@ -447,8 +448,11 @@ def _strips(
         )  # fmt: skip
 
     workers = _strip_workers(out, len(starts))
-    if workers == 1:
+    if workers == 0:
         bad = run(starts)
+    elif workers == 1:
+        with _one_thread_each():
+            bad = run(starts)
     else:
         groups = [list(g) for g in np.array_split(np.array(starts), workers)]
         with _one_thread_each(), ThreadPoolExecutor(workers) as pool:
@@ -471,23 +475,39 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> torch.Ten
 
 
 def _strip_workers(out: torch.Tensor, n_strips: int) -> int:
-    """Threads for the strips of :func:`_strips`: torch's intra-op threads on the CPU.
+    """Threads for the strips of :func:`_strips` on the CPU, 0 for none (another device, or
+    not the main thread).
 
-    The strips are independent, so each of ``n`` threads takes a contiguous run of them
-    with single-threaded torch operations, instead of running every small operation on
-    ``n`` threads: no barrier per operation, which on a loaded machine (more runnable
-    threads than cores) stalls a thread-parallel operation until its last thread is
-    scheduled again.  Only from the main thread: inside dask workers (threads), or other
-    threads of the user, the global thread setting is not touched.
+    The strips are independent, so each of ``n`` threads takes a contiguous run of them with
+    single-threaded torch operations, instead of running every small operation on ``n``
+    threads: no barrier per operation.  ``n`` is torch's intra-op thread count, capped by
+    the idle cores (:func:`_idle_cores`) plus this one: on a machine with more runnable
+    threads than cores, more threads only wait for one another (a thread descheduled while
+    it holds the interpreter lock stalls the others).  The result does not depend on ``n``:
+    every strip is computed the same way, single-threaded, whatever runs it.  Only from the
+    main thread: inside dask workers (threads), or other threads of the user, the global
+    thread setting is not touched.
     """
     import torch
 
-    n = torch.get_num_threads()
-    if out.device.type != "cpu" or n < 2 or n_strips < 2:
-        return 1
-    if threading.current_thread() is not threading.main_thread():
-        return 1
-    return min(n, n_strips)
+    if out.device.type != "cpu" or threading.current_thread() is not threading.main_thread():
+        return 0
+    return max(1, min(torch.get_num_threads(), n_strips, _idle_cores() + 1))
+
+
+def _idle_cores() -> int:
+    """Cores of this process's CPU set that no runnable thread wants (1-minute load)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover (not Unix)
+        return cores
+    return max(0, int(cores - load))
 
 
 @contextmanager
