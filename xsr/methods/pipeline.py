@@ -349,9 +349,9 @@ def downscale_array(
 
 
 #: Fine cells per strip of :func:`_strips` on the CPU (other devices: 16 times more), at
-#: most; and at most a sixteenth of the result, so that the temporaries of a strip stay in
-#: the caches and far below the size of the result.
-STRIP_CELLS = 1 << 18
+#: most; and the strips of all workers at most a sixteenth of the result, so that their
+#: temporaries stay far below the size of the result.
+STRIP_CELLS = 1 << 20
 #: Coarse cells per block of :func:`_strips`' input preparation (NaN filling), at least.
 FILL_CELLS = 1 << 16
 
@@ -363,10 +363,14 @@ def _by_strips(m: Method, guide: Any) -> bool:
 
 def _strip_rows(out: torch.Tensor, ny: int, f: int) -> int:
     """Coarse rows per strip of the result ``out`` ``(..., ny*f, nx*f)``."""
+    import torch
+
     per_row = max(1, out[..., :f, :].numel())
-    # at most 1/16 of the result in the bytes of the float64 sums of enforce_into
-    share = out.numel() * out.element_size() // (16 * 8)
-    budget = min(STRIP_CELLS * (1 if out.device.type == "cpu" else 16), share)
+    # all the workers' strips together at most 1/16 of the result, in the bytes of the
+    # float64 sums of enforce_into
+    cpu = out.device.type == "cpu"
+    share = out.numel() * out.element_size() // (16 * 8 * (torch.get_num_threads() if cpu else 1))
+    budget = min(STRIP_CELLS * (1 if cpu else 16), share)
     return max(1, min(ny, budget // per_row))
 
 
