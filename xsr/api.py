@@ -222,7 +222,9 @@ def _plan(
     tiled = ts is not None or _spatially_chunked(obj, g)
     # rectilinear cell areas as two factors: no (ny*f, nx*f) plane of weights, tiled or not
     factors = weights_factors(weights, g, f)
-    plane = not tiled and factors is None
+    # ... except for the methods that get the weights themselves (NaN-aware, guided)
+    given = m.handles_nan or guide is not None
+    plane = not tiled and (factors is None or given)
     _check_size(obj, g, f, weights_plane=plane, dtype=dt, copies=_copies(m, obj))
     if factors is not None:
         w, wdesc = None, factors[1]
