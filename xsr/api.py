@@ -169,7 +169,7 @@ class _Plan:
     bounds: tuple[float | None, float | None] | None
     method: Method
     weights: np.ndarray | None  # fine cell weights (ny*f, nx*f), None: uniform or factors
-    tile_weights: Any  # separable factors ((ny*f,), (nx*f,)) for tiled runs, or None
+    weight_factors: Any  # separable weights ((ny*f,), (nx*f,)) (rectilinear areas), or None
     weights_desc: str
     fine_mask: np.ndarray | None  # (ny*f, nx*f) bool
     coarse_mask: xr.DataArray | None  # (y, x) bool
@@ -220,8 +220,12 @@ def _plan(
     ts = _validate("tile_size", OPTIONS["tile_size"] if tile_size is None else tile_size)
     # tiles (xsr.tiling): with tile_size, or for dask inputs chunked along y or x
     tiled = ts is not None or _spatially_chunked(obj, g)
-    _check_size(obj, g, f, tiled=tiled, dtype=dt, copies=_copies(m, obj))
-    factors = weights_factors(weights, g, f) if tiled else None
+    # rectilinear cell areas as two factors: no (ny*f, nx*f) plane of weights, tiled or not
+    factors = weights_factors(weights, g, f)
+    # ... except for the methods that get the weights themselves (NaN-aware, guided)
+    given = m.handles_nan or guide is not None
+    plane = not tiled and (factors is None or given)
+    _check_size(obj, g, f, weights_plane=plane, dtype=dt, copies=_copies(m, obj))
     if factors is not None:
         w, wdesc = None, factors[1]
     else:
@@ -294,7 +298,7 @@ def _plan(
         bounds=bounds,
         method=m,
         weights=w,
-        tile_weights=None if factors is None else factors[0],
+        weight_factors=None if factors is None else factors[0],
         weights_desc=wdesc,
         fine_mask=fine_mask,
         coarse_mask=coarse_mask,
@@ -343,12 +347,12 @@ def _copies(m: Method, obj: XrObj) -> int:
 
 
 def _check_size(
-    obj: XrObj, g: Grid, f: int, *, tiled: bool, dtype: str | None, copies: int
+    obj: XrObj, g: Grid, f: int, *, weights_plane: bool, dtype: str | None, copies: int
 ) -> None:
     """Refuse, before any allocation, a result that cannot fit in memory.
 
-    Counted: the eager (numpy-backed) fine fields, and for untiled runs one fine plane of
-    float64 (the cell weights).
+    Counted: the eager (numpy-backed) fine fields, and with ``weights_plane`` one fine plane
+    of float64 (cell weights that are not separable factors, in untiled runs).
     """
     from .exceptions import OutputSizeError
 
@@ -357,7 +361,7 @@ def _check_size(
         return
     f2 = f * f
     variables = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
-    need = 0 if tiled else g.ny * g.nx * f2 * 8
+    need = g.ny * g.nx * f2 * 8 if weights_plane else 0
     for v in variables:
         if g.ydim in v.dims and g.xdim in v.dims and v.chunks is None and v.dtype.kind == "f":
             need += int(v.size) * f2 * np.dtype(dtype or v.dtype).itemsize * copies
@@ -407,7 +411,7 @@ def _downscale_block(
         "method": plan.method,
         "conserve": mode,
         "bounds": bounds,
-        "weights": plan.weights,
+        "weights": plan.weights if plan.weights is not None else plan.weight_factors,
         "mask": plan.fine_mask,
         "periodic": plan.periodic,
         "device": plan.device,
@@ -421,7 +425,7 @@ def _downscale_block(
         kwargs["guide_names"] = plan.guide_names
     if plan.tiled:
         r = _run_tiled(
-            x, tile_size=plan.tile_size, tile_weights=plan.tile_weights, want=want, **kwargs
+            x, tile_size=plan.tile_size, tile_weights=plan.weight_factors, want=want, **kwargs
         )
     else:
         r = downscale_array(x, **kwargs)

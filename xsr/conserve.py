@@ -50,6 +50,7 @@ __all__ = [
     "check_options",
     "conservation_error",
     "enforce",
+    "enforce_into",
     "upsample",
 ]
 
@@ -169,6 +170,8 @@ def check_coarse(
             f"{name} has {n} infinite value(s); only finite values and NaN (masked cells) are "
             "allowed; replace them, e.g. with .where(np.isfinite(da))"
         )
+    if mode not in ("multiplicative", "bounded"):
+        return
     finite = x[torch.isfinite(x)]
     if finite.numel() == 0:
         return
@@ -269,13 +272,16 @@ class _BlockStats:
         self, y6: torch.Tensor, factor: int, weights: Any, mask: Any, work: torch.dtype
     ) -> None:
         isfin = torch.isfinite(y6)
+        self.finite = isfin  # finite cells of y6, before the mask
+        self.mask: torch.Tensor | None = None  # the mask in the block view
         fine_hw = (y6.shape[-4] * factor, y6.shape[-2] * factor)
         if mask is not None:
             m, _ = _to_torch(mask)
             m = m.to(device=y6.device, dtype=torch.bool)
             try:
                 m = torch.broadcast_to(m, (*m.shape[:-2], *fine_hw))
-                isfin = isfin & _blocks(m, factor)
+                self.mask = _blocks(m, factor)
+                isfin = isfin & self.mask
             except RuntimeError:
                 raise ShapeError(
                     f"mask of shape {tuple(m.shape)} does not fit the fine field's last two "
@@ -327,6 +333,76 @@ class _BlockStats:
         safe = torch.where(ok, den, torch.ones_like(den))
         nan = torch.full((), float("nan"), dtype=y6.dtype, device=y6.device)
         return torch.where(ok, num / safe, nan)
+
+
+def _operator(
+    y6: torch.Tensor,
+    xw: torch.Tensor,
+    stats: _BlockStats,
+    mode: ConserveMode | None,
+    lo: float | None,
+    hi: float | None,
+) -> torch.Tensor:
+    """The enforcement operator on the block view, NaN where no value belongs.
+
+    Parameters
+    ----------
+    y6 : torch.Tensor, shape ``(..., ny, f, nx, f)``
+        First guess in the work dtype.
+    xw : torch.Tensor, shape ``(..., ny, nx)``
+        Coarse field in the work dtype (NaN: masked cell).
+    stats : _BlockStats
+        Valid cells and weights of ``y6``.
+    mode, lo, hi
+        Validated operator and bounds.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., ny, f, nx, f)``, work dtype
+        May be ``y6`` itself (``mode=None``, nothing masked).
+    """
+    work, dev = y6.dtype, y6.device
+    coarse_ok = torch.isfinite(xw)
+    zero = torch.zeros((), dtype=work, device=dev)
+
+    if mode is None:
+        out6 = y6
+    elif mode == "additive":
+        d = torch.where(coarse_ok, xw - stats.mean(y6), zero)
+        out6 = y6 + _spread(d)
+    elif mode == "multiplicative":
+        yc = torch.clamp(stats.masked(y6), min=0.0)
+        ybar = stats.mean(yc)
+        pos = ybar > 0
+        ratio = torch.where(pos, xw / torch.where(pos, ybar, torch.ones_like(ybar)), zero)
+        out6 = torch.where(_spread(pos), yc * _spread(ratio), _spread(xw))
+    else:  # bounded
+        yc = stats.masked(y6)
+        if lo is not None or hi is not None:
+            yc = torch.clamp(yc, min=lo, max=hi)
+        ybar = stats.mean(yc)
+        d = torch.where(coarse_ok, xw - ybar, zero)
+        up = d > 0
+        has_sigma = up if hi is not None else torch.zeros_like(up)
+        if lo is not None:
+            has_sigma = has_sigma | ~up
+        sigma = torch.where(
+            up,
+            torch.full((), hi if hi is not None else 0.0, dtype=work, device=dev),
+            torch.full((), lo if lo is not None else 0.0, dtype=work, device=dev),
+        )
+        den = sigma - ybar
+        use = has_sigma & (den != 0) & (d != 0)
+        a = torch.where(use, d / torch.where(use, den, torch.ones_like(den)), zero)
+        shift = torch.where(has_sigma, zero, d)  # no bound on that side: additive step
+        out6 = yc + _spread(a) * (_spread(sigma) - yc) + _spread(shift)
+
+    keep = _spread(coarse_ok)
+    if stats.valid is not None:
+        keep = keep & stats.valid
+    if not bool(keep.all()):
+        out6 = torch.where(keep, out6, torch.full((), float("nan"), dtype=work, device=dev))
+    return out6
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,48 +506,130 @@ def enforce(
     y6 = _blocks(y.to(work), factor).expand(*lead, -1, -1, -1, -1)
     xw = x.to(work).expand(*lead, *x.shape[-2:])
     stats = _BlockStats(y6, factor, weights, mask, work)
-    coarse_ok = torch.isfinite(xw)
-    zero = torch.zeros((), dtype=work, device=y.device)
-
-    if mode is None:
-        out6 = y6
-    elif mode == "additive":
-        d = torch.where(coarse_ok, xw - stats.mean(y6), zero)
-        out6 = y6 + _spread(d)
-    elif mode == "multiplicative":
-        yc = torch.clamp(stats.masked(y6), min=0.0)
-        ybar = stats.mean(yc)
-        pos = ybar > 0
-        ratio = torch.where(pos, xw / torch.where(pos, ybar, torch.ones_like(ybar)), zero)
-        out6 = torch.where(_spread(pos), yc * _spread(ratio), _spread(xw))
-    else:  # bounded
-        yc = stats.masked(y6)
-        if lo is not None or hi is not None:
-            yc = torch.clamp(yc, min=lo, max=hi)
-        ybar = stats.mean(yc)
-        d = torch.where(coarse_ok, xw - ybar, zero)
-        up = d > 0
-        has_sigma = up if hi is not None else torch.zeros_like(up)
-        if lo is not None:
-            has_sigma = has_sigma | ~up
-        sigma = torch.where(
-            up,
-            torch.full((), hi if hi is not None else 0.0, dtype=work, device=y.device),
-            torch.full((), lo if lo is not None else 0.0, dtype=work, device=y.device),
-        )
-        den = sigma - ybar
-        use = has_sigma & (den != 0) & (d != 0)
-        a = torch.where(use, d / torch.where(use, den, torch.ones_like(den)), zero)
-        shift = torch.where(has_sigma, zero, d)  # no bound on that side: additive step
-        out6 = yc + _spread(a) * (_spread(sigma) - yc) + _spread(shift)
-
-    keep = _spread(coarse_ok)
-    if stats.valid is not None:
-        keep = keep & stats.valid
-    if not bool(keep.all()):
-        out6 = torch.where(keep, out6, torch.full((), float("nan"), dtype=work, device=y.device))
+    out6 = _operator(y6, xw, stats, mode, lo, hi)
     out = out6.reshape(*lead, *y.shape[-2:]).to(y.dtype)
     return out.numpy() if was_np else out  # type: ignore[return-value]
+
+
+def enforce_into(
+    out: torch.Tensor,
+    fine: torch.Tensor,
+    coarse: torch.Tensor,
+    factor: int,
+    mode: ConserveMode | None = "additive",
+    *,
+    weights: Any = None,
+    mask: Any = None,
+    bounds: Sequence[float | None] | None = None,
+) -> int:
+    """:func:`enforce` written into ``out``: no full-size temporary beyond ``out`` itself.
+
+    The operator works block by block, so a large field can be enforced strip by strip of
+    whole coarse rows, each written into its rows of one preallocated result (this is how
+    :func:`~xsr.methods.pipeline.downscale_array` keeps its memory near the size of the
+    output).  The additive operator on a finite first guess without a mask takes a fast
+    path: one weighted block sum, accumulated in float64, and one pass ``out = fine + d``
+    (``d`` broadcast over the blocks, NaN in masked coarse cells), with no temporary of the
+    fine field's size when the weights are uniform or separable with uniform columns.  Not
+    differentiable; ``coarse`` is not validated (see :func:`check_coarse`).
+
+    Parameters
+    ----------
+    out : torch.Tensor, shape ``(..., ny*factor, nx*factor)``
+        Where the result goes, in its own dtype (may be ``fine`` itself: then ``fine`` is
+        corrected in place).
+    fine : torch.Tensor, shape ``(..., ny*factor, nx*factor)``
+        First guess, floating point, any strides (a cropped view is fine).
+    coarse : torch.Tensor, shape ``(ny, nx)`` or ``(..., ny, nx)``
+        Coarse field; NaN marks masked cells.  Its leading dims broadcast to ``fine``'s.
+    factor : int
+        Refinement factor (>= 2).
+    mode : {"additive", "multiplicative", "bounded", None}
+    weights : tensor, pair of tensors, or None
+        Fine cell weights broadcastable to ``fine.shape``, or separable factors ``(w_y,
+        w_x)`` of shapes ``(ny*factor,)`` and ``(nx*factor,)`` (``w = w_y[:, None] *
+        w_x[None, :]``, see :func:`xsr.grid.cell_area_factors`).
+    mask : array or tensor of bool, optional
+        Valid fine cells, broadcastable to ``fine.shape``.
+    bounds : (lower, upper), optional
+        For ``mode="bounded"``.
+
+    Returns
+    -------
+    int
+        The number of non-finite cells of ``fine`` where a value belongs (coarse cell
+        finite, ``mask`` True): 0 for a sound first guess.  Such cells are left out of the
+        block means and are NaN in ``out``.
+    """
+    factor = check_factor(factor)
+    mode = check_conserve(mode)
+    lo, hi = check_bounds(bounds) if mode == "bounded" else (None, None)
+    _check_shapes(fine, coarse, factor)
+    if tuple(out.shape) != tuple(fine.shape):
+        raise ShapeError(
+            f"out has shape {tuple(out.shape)}, but the fine field has {tuple(fine.shape)}; "
+            "give an output of the fine field's shape"
+        )
+    work = _work_dtype(fine)
+    o6 = out.unflatten(-1, (out.shape[-1] // factor, factor))
+    o6 = o6.unflatten(-3, (out.shape[-2] // factor, factor))  # a view, whatever the strides
+    xw = coarse.to(device=fine.device, dtype=work).expand(*fine.shape[:-2], *coarse.shape[-2:])
+    if mode == "additive" and mask is None and _additive_into(out, fine, xw, factor, weights):
+        return 0
+    if isinstance(weights, tuple):
+        weights = weights[0].to(work)[:, None] * weights[1].to(work)[None, :]
+    y6 = _blocks(fine.to(work), factor)
+    stats = _BlockStats(y6, factor, weights, mask, work)
+    bad = 0
+    if stats.valid is not None and not bool(stats.finite.all()):
+        lost = ~stats.finite & _spread(torch.isfinite(xw))
+        if stats.mask is not None:
+            lost = lost & stats.mask
+        bad = int(lost.sum())
+    o6.copy_(_operator(y6, xw, stats, mode, lo, hi))
+    return bad
+
+
+def _additive_into(
+    out: torch.Tensor, fine: torch.Tensor, xw: torch.Tensor, factor: int, weights: Any
+) -> bool:
+    """The additive operator's fast path of :func:`enforce_into`; False if it does not apply.
+
+    It applies when every block sum of ``fine`` is finite (so ``fine`` is) and every block
+    has positive total weight; then ``out = fine + (xw - mean)`` over each block, NaN where
+    ``xw`` is.  Every pass runs along whole fine rows (the contiguous axis): the sums over the
+    rows of a block first (a batched matrix product with the row weights), then over the
+    columns on an array ``factor`` times smaller.
+    """
+    work = xw.dtype
+    f = factor
+    y = fine if fine.dtype == work else fine.to(work)  # a strip: float32 sums in float64
+    nyf, nxf = y.shape[-2:]
+    ny, nx = nyf // f, nxf // f
+    y3 = y.unflatten(-2, (ny, f))  # (..., ny, f, NX), a view
+    if weights is None:
+        cols = y3.sum(dim=-2)  # (..., ny, NX)
+        num = cols.unflatten(-1, (nx, f)).sum(dim=-1)
+        den = torch.full((), float(f * f), dtype=work, device=y.device)
+    elif isinstance(weights, tuple):
+        wy = weights[0].to(device=y.device, dtype=work).reshape(ny, 1, f)
+        wx = weights[1].to(device=y.device, dtype=work).reshape(nx, f)
+        cols = torch.matmul(wy, y3).squeeze(-2)  # (..., ny, NX): sum_a wy[a] y[a, :]
+        num = (cols.unflatten(-1, (nx, f)) * wx).sum(dim=-1)
+        den = wy.sum(dim=-1) * wx.sum(dim=-1)  # (ny, 1) * (nx,)
+    else:
+        wt = weights.to(device=y.device, dtype=work)
+        w6 = _blocks(torch.broadcast_to(wt, (*wt.shape[:-2], nyf, nxf)), f)
+        num = (_blocks(y, f) * w6).sum(dim=(-3, -1))
+        den = w6.sum(dim=(-3, -1))
+    if not bool(torch.isfinite(num).all()) or not bool((den > 0).all()):
+        return False
+    d = xw - num / den  # (..., ny, nx); NaN where the coarse cell is masked
+    dx = d[..., None].expand(*d.shape, f).reshape(*d.shape[:-1], nxf)  # (..., ny, NX)
+    if out.dtype == fine.dtype:  # one dtype (float32 fine: d rounded to float32 first)
+        y3, dx = fine.unflatten(-2, (ny, f)), dx.to(fine.dtype)
+    torch.add(y3, dx.unsqueeze(-2), out=out.unflatten(-2, (ny, f)))  # a view of out
+    return True
 
 
 def conservation_error(

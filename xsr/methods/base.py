@@ -61,6 +61,12 @@ class Method:
     requires_guide : bool
         True when the method cannot run without a guide: a call without one is refused
         before anything is computed.
+    local : bool
+        True when the output rows of each coarse row depend only on the coarse rows within
+        :attr:`halo` of it, exactly (interpolation, not a network with a wider receptive
+        field nor a fit over the whole field), and :meth:`upscale` returns a tensor.  The
+        pipeline then upscales and enforces strip by strip of coarse rows, writing into the
+        result as it goes, so that no full-size temporary is made.
     """
 
     name: ClassVar[str] = "method"
@@ -69,6 +75,7 @@ class Method:
     stochastic: ClassVar[bool] = False
     uses_guide: ClassVar[bool] = False
     requires_guide: ClassVar[bool] = False
+    local: ClassVar[bool] = False
 
     def upscale(self, x: torch.Tensor, factor: int, **context: Any) -> torch.Tensor | Upscaled:
         """Return the first-guess fine field (and, optionally, samples of it).

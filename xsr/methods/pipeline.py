@@ -9,6 +9,10 @@ or torch tensors in, the same type out.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,30 +67,40 @@ def fill_nan(x: torch.Tensor, iterations: int) -> torch.Tensor:
     torch.Tensor, same shape and dtype
     """
     import torch
-    import torch.nn.functional as F
 
     valid = torch.isfinite(x)
     if bool(valid.all()):
         return x
     *lead, ny, nx = x.shape
     v = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
-    v = v.reshape(-1, 1, ny, nx)
-    m = valid.reshape(-1, 1, ny, nx).to(x.dtype)
-    kernel = torch.ones(1, 1, 3, 3, dtype=x.dtype, device=x.device)
+    v = v.reshape(-1, ny, nx)  # zero wherever m is: v == v * m throughout
+    m = valid.reshape(-1, ny, nx).to(x.dtype)
     for _ in range(iterations):
-        s = F.conv2d(F.pad(v * m, (1, 1, 1, 1)), kernel)
-        c = F.conv2d(F.pad(m, (1, 1, 1, 1)), kernel)
-        new = (m == 0) & (c > 0)
+        s, c = _box3(torch.stack([v, m])).unbind(0)  # neighbour sums of values and counts
+        new = (c > 0) & (m == 0)
         if not bool(new.any()):
             break
-        v = torch.where(new, s / torch.where(c > 0, c, torch.ones_like(c)), v)
-        m = torch.where(new, torch.ones_like(m), m)
+        v = torch.where(new, s / c.clamp(min=1), v)  # counts are whole: c where c > 0
+        m = torch.where(new, 1.0, m)
     flat_m = m.reshape(m.shape[0], -1)
     flat_v = v.reshape(v.shape[0], -1)
     count = flat_m.sum(dim=1).clamp(min=1)
-    mean = (flat_v * flat_m).sum(dim=1) / count
-    v = torch.where(m > 0, v, mean[:, None, None, None])
+    mean = flat_v.sum(dim=1) / count
+    v = torch.where(m > 0, v, mean[:, None, None])
     return v.reshape(*lead, ny, nx)
+
+
+def _box3(a: torch.Tensor) -> torch.Tensor:
+    """Sum over the 3 x 3 neighbourhood of each cell, zero outside: ``(..., ny, nx)``.
+
+    Two passes of shifted slices (separable), which on the CPU is an order of magnitude
+    faster than a float64 ``conv2d`` with a kernel of ones.
+    """
+    import torch.nn.functional as F
+
+    p = F.pad(a, (1, 1, 1, 1))
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 
 
 def _check_dtype(x: Any, name: str) -> None:
@@ -135,8 +149,11 @@ def downscale_array(
         Enforcement operator applied to the method's output.
     bounds : (lower, upper), optional
         For ``conserve="bounded"``.
-    weights : array, optional
-        Fine cell weights (areas), broadcastable to ``(..., ny*f, nx*f)``.
+    weights : array or pair of arrays, optional
+        Fine cell weights (areas), broadcastable to ``(..., ny*f, nx*f)``, or separable
+        factors ``(w_y, w_x)`` of shapes ``(ny*f,)`` and ``(nx*f,)`` (``w = w_y[:, None] *
+        w_x[None, :]``, the areas of a rectilinear grid: :func:`xsr.grid.cell_area_factors`),
+        which spare a plane of weights the size of the result.
     mask : array of bool, optional
         Valid fine cells, broadcastable to ``(..., ny*f, nx*f)``; other fine cells are NaN.
     periodic : bool
@@ -157,6 +174,17 @@ def downscale_array(
     **method_options
         Options for the method (when ``method`` is a name).
 
+    Notes
+    -----
+    Methods that are :attr:`~xsr.methods.base.Method.local` (the interpolations) run strip
+    by strip of coarse rows: each strip's input is wrapped and filled, upscaled and enforced
+    (:func:`xsr.conserve.enforce_into`) straight into the preallocated result, on the CPU by
+    up to torch's intra-op thread count of independent workers (as many as there are idle
+    cores, see :func:`_strip_workers`; the values do not depend on their number).  The
+    result is then the only array of its size that the call makes (peak memory about 1.1 x
+    the result on the global SSH benchmark, ``docs/benchmarks.md``); a float32 field stays
+    float32 (block sums in float64), unless ``dtype`` asks otherwise.
+
     Returns
     -------
     numpy.ndarray or torch.Tensor, shape ``(..., ny*factor, nx*factor)``
@@ -167,7 +195,7 @@ def downscale_array(
     """
     import torch
 
-    from ..conserve import check_coarse, check_options, enforce, upsample
+    from ..conserve import check_coarse, check_options, enforce, enforce_into
     from ..options import OPTIONS, resolve_device
 
     f, mode, bnds = check_options(factor, conserve, bounds)
@@ -202,14 +230,36 @@ def downscale_array(
     # on a periodic axis the NaN filling also sees across the seam: wrap wide enough for the
     # fill rings (halo + 1) around the method's halo first, fill, then keep the halo only,
     # so that the result equals a tiled run (xsr.tiling) whose tiles straddle the seam
-    g = min(h + m.halo + 1, xt.shape[-1]) if h and not m.handles_nan else h
-    xin = torch.cat([xt[..., -g:], xt, xt[..., :g]], dim=-1) if g else xt
-    if not m.handles_nan:
-        xin = fill_nan(xin, m.halo + 1)
-    if g > h:
-        xin = xin[..., g - h : xin.shape[-1] - (g - h)]
-
     ny, nx = xt.shape[-2:]
+    fine_mask = None
+    if mask is not None:
+        fine_mask = torch.as_tensor(
+            np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask
+        )
+        fine_mask = fine_mask.to(device=dev, dtype=torch.bool)
+    wts = _as_weights(weights, dev)
+    _check_coverage(valid, fine_mask, wts, f, name)
+    final = out_dtype if dtype is None and OPTIONS["dtype"] is None else work
+
+    if _by_strips(m, guide):
+        # a local method: upscale and enforce strip by strip of coarse rows, straight into
+        # the result; no other full-size array is made
+        out = _strips(
+            m,
+            xt,
+            f=f,
+            h=h,
+            mode=mode,
+            bounds=bnds,
+            weights=wts,
+            mask=fine_mask,
+            dtype=final,
+            name=name,
+        )
+        res_np = out.cpu().numpy() if was_np else out
+        return Downscaled(fine=res_np) if extras else res_np
+
+    xin = _method_input(xt, m, h)
     gt = _check_guide(guide, m, xt, f, name)
     if gt is not None:
         gt = gt.to(device=dev, dtype=work)
@@ -223,16 +273,11 @@ def downscale_array(
                 "one name per channel"
             )
 
-    fine_mask = None
-    if mask is not None:
-        fine_mask = torch.as_tensor(
-            np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask
-        )
-        fine_mask = fine_mask.to(device=dev, dtype=torch.bool)
     context: dict[str, Any] = {}
     if m.handles_nan or gt is not None:
+        full = _full_weights(wts)
         context = {
-            "weights": _wrap_fine(weights, h * f, dev),
+            "weights": _wrap_fine(full, h * f, dev),
             "mask": _wrap_fine(fine_mask, h * f, dev),
         }
     if gt is not None:
@@ -259,42 +304,24 @@ def downscale_array(
             f"method {m!r} returned members of shape {tuple(members.shape)}, expected "
             f"(M, {', '.join(map(str, y.shape))})"
         )
-    # Fine cells outside ``keep`` become NaN in enforce (through the NaN coarse cell or the
-    # user's fine mask); only the user's mask needs passing, which keeps enforce on its fast
-    # path when the method's output is finite everywhere.
-    keep = upsample(valid, f)
-    if fine_mask is not None:
-        keep = keep & fine_mask
-        lost = valid & ~block_any(keep, f)
-        if bool(lost.any()):
-            raise InputValueError(
-                f"the fine mask leaves no valid fine cell in {int(lost.sum())} coarse cell(s) "
-                f"of {name} that hold values, whose means could not be conserved; make the "
-                "mask True on at least one fine cell of every coarse cell with data, or set "
-                "those coarse cells to NaN"
-            )
-    if weights is not None:
-        wt = torch.as_tensor(
-            np.asarray(weights) if not isinstance(weights, torch.Tensor) else weights
+    lead = torch.broadcast_shapes(y.shape[:-2], xt.shape[:-2])
+    out = _empty((*lead, ny * f, nx * f), final, y.device)
+    bad = 0
+    step = _strip_rows(out, ny, f)
+    for r0 in range(0, ny, step):
+        r1 = min(ny, r0 + step)
+        bad += enforce_into(
+            out[..., r0 * f : r1 * f, :],
+            y[..., r0 * f : r1 * f, :].expand(*lead, -1, -1),
+            xt[..., r0:r1, :],
+            f,
+            mode,
+            weights=_rows(wts, r0 * f, r1 * f, ny * f),
+            mask=_rows(fine_mask, r0 * f, r1 * f, ny * f),
+            bounds=bnds,
         )
-        if not bool((wt > 0).all()):
-            # zero weights: a block with values needs a valid fine cell of positive weight
-            pos = torch.broadcast_to((wt > 0).to(keep.device), keep.shape)
-            lost = valid & ~block_any(keep & pos, f)
-            if bool(lost.any()):
-                raise InputValueError(
-                    f"{int(lost.sum())} coarse cell(s) of {name} hold values but every valid "
-                    "fine cell in them has zero weight, so their mean cannot be conserved; "
-                    "give them positive weights (cell areas), or set those coarse cells to NaN"
-                )
-    if not bool(torch.isfinite(y).all()) and bool((keep & ~torch.isfinite(y)).any()):
-        raise MethodError(
-            f"method {m!r} produced non-finite values inside the valid region of {name}; "
-            "this is a bug in the method: please report it"
-        )
-    out = enforce(y, xt, f, mode, weights=weights, mask=fine_mask, bounds=bnds, validate=False)
-    final = out_dtype if dtype is None and OPTIONS["dtype"] is None else work
-    out = out.to(final)
+    if bad:
+        raise _nonfinite(m, name)
 
     def _ret(t: torch.Tensor | None) -> Any:
         if t is None or not was_np:
@@ -310,7 +337,7 @@ def downscale_array(
             xt,
             f,
             mode,
-            weights=weights,
+            weights=_full_weights(wts),
             mask=fine_mask,
             bounds=bnds,
             validate=False,
@@ -319,6 +346,334 @@ def downscale_array(
         members = members.to(final)
         std = None if std is None else std.to(final)
     return Downscaled(fine=_ret(out), std=_ret(std), members=_ret(members))
+
+
+#: Fine cells per strip of :func:`_strips` on the CPU (other devices: 16 times more), at
+#: most; and the strips of all workers at most a sixteenth of the result, so that their
+#: temporaries stay far below the size of the result.
+STRIP_CELLS = 1 << 20
+#: Coarse cells per block of :func:`_strips`' input preparation (NaN filling), at least.
+FILL_CELLS = 1 << 16
+
+
+def _by_strips(m: Method, guide: Any) -> bool:
+    """Whether the method can run strip by strip (:attr:`Method.local`, no guide)."""
+    return bool(getattr(m, "local", False)) and guide is None and not m.handles_nan
+
+
+def _strip_rows(out: torch.Tensor, ny: int, f: int) -> int:
+    """Coarse rows per strip of the result ``out`` ``(..., ny*f, nx*f)``."""
+    import torch
+
+    per_row = max(1, out[..., :f, :].numel())
+    # all the workers' strips together at most 1/16 of the result, in the bytes of the
+    # float64 sums of enforce_into
+    cpu = out.device.type == "cpu"
+    share = out.numel() * out.element_size() // (16 * 8 * (torch.get_num_threads() if cpu else 1))
+    budget = min(STRIP_CELLS * (1 if cpu else 16), share)
+    return max(1, min(ny, budget // per_row))
+
+
+def _method_input(x: torch.Tensor, m: Method, h: int) -> torch.Tensor:
+    """What the method gets: ``x`` ``(..., n, nx)`` with ``h`` periodic halo columns on each
+    side, ``(..., n, nx + 2*h)``, its NaN cells filled unless the method handles NaN.
+
+    On a periodic axis the NaN filling also sees across the seam: the field is wrapped wide
+    enough for the fill rings (``halo + 1``) around the method's halo first, filled, then
+    only the halo is kept, so that the result equals a tiled run (:mod:`xsr.tiling`) whose
+    tiles straddle the seam.
+    """
+    import torch
+
+    g = min(h + m.halo + 1, x.shape[-1]) if h and not m.handles_nan else h
+    xin = torch.cat([x[..., -g:], x, x[..., :g]], dim=-1) if g else x
+    if not m.handles_nan:
+        xin = fill_nan(xin, m.halo + 1)
+    if g > h:
+        xin = xin[..., g - h : xin.shape[-1] - (g - h)]
+    return xin
+
+
+def _strips(
+    m: Method,
+    xt: torch.Tensor,
+    *,
+    f: int,
+    h: int,
+    mode: ConserveMode | None,
+    bounds: tuple[float | None, float | None] | None,
+    weights: Any,
+    mask: torch.Tensor | None,
+    dtype: torch.dtype,
+    name: str,
+) -> torch.Tensor:
+    """Upscale and enforce a local method strip by strip of coarse rows.
+
+    Parameters
+    ----------
+    m : Method
+        A method with :attr:`Method.local` set: its output rows of coarse row ``i`` depend
+        only on coarse rows ``i - halo .. i + halo``.
+    xt : torch.Tensor, shape ``(..., ny, nx)``
+        The coarse field to conserve (NaN: masked cells).  Each strip's input is made from
+        it by :func:`_method_input` over the strip's rows and ``halo + 1`` more on each
+        side: the fill rings reach no further, so that every value that can reach a valid
+        fine cell is the one a fill of the whole field would give (cells beyond the rings,
+        which get the mean of the valid cells, only ever feed masked fine cells).
+    f, h : int
+        Factor and periodic halo.
+    mode, bounds
+        The enforcement operator.
+    weights : torch.Tensor, pair of tensors or None
+        Fine cell weights (broadcastable to the result, or separable factors
+        ``((ny*f,), (nx*f,))``).
+    mask : torch.Tensor of bool or None
+        Valid fine cells.
+    dtype : torch.dtype
+        Of the result.
+    name : str
+        For messages.
+
+    Returns
+    -------
+    torch.Tensor, shape ``(..., ny*f, nx*f)``
+        The enforced field: the only full-size array this makes.
+    """
+
+    ny, nx = xt.shape[-2:]
+    out = _empty((*xt.shape[:-2], ny * f, nx * f), dtype, xt.device)
+    step = _strip_rows(out, ny, f)
+    starts = list(range(0, ny, step))
+
+    def run(group: list[int]) -> int:
+        return _run_strips(
+            m, xt, out, group, step=step, f=f, h=h, mode=mode, bounds=bounds,
+            weights=weights, mask=mask,
+        )  # fmt: skip
+
+    workers = _strip_workers(out, len(starts))
+    if workers == 0:
+        bad = run(starts)
+    elif workers == 1:
+        with _one_thread_each():
+            bad = run(starts)
+    else:
+        groups = [list(g) for g in np.array_split(np.array(starts), workers)]
+        with _one_thread_each(), ThreadPoolExecutor(workers) as pool:
+            bad = sum(pool.map(run, groups))
+    if bad:
+        raise _nonfinite(m, name)
+    return out
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """An uninitialised result; on the CPU allocated by numpy, which asks the kernel for
+    transparent huge pages on large arrays (``madvise``): writing a fresh result then costs
+    a fraction of the page faults of torch's own allocation."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    return torch.from_numpy(np.empty(shape, dtype=np_dtype))
+
+
+def _strip_workers(out: torch.Tensor, n_strips: int) -> int:
+    """Threads for the strips of :func:`_strips` on the CPU, 0 for none (another device, or
+    not the main thread).
+
+    The strips are independent, so each of ``n`` threads takes a contiguous run of them with
+    single-threaded torch operations, instead of running every small operation on ``n``
+    threads: no barrier per operation.  ``n`` is torch's intra-op thread count, capped by
+    the idle cores (:func:`_idle_cores`) plus this one: on a machine with more runnable
+    threads than cores, more threads only wait for one another (a thread descheduled while
+    it holds the interpreter lock stalls the others).  The result does not depend on ``n``:
+    every strip is computed the same way, single-threaded, whatever runs it.  Only from the
+    main thread: inside dask workers (threads), or other threads of the user, the global
+    thread setting is not touched.
+    """
+    import torch
+
+    if out.device.type != "cpu" or threading.current_thread() is not threading.main_thread():
+        return 0
+    return max(1, min(torch.get_num_threads(), n_strips, _idle_cores() + 1))
+
+
+def _idle_cores() -> int:
+    """Cores of this process's CPU set that no runnable thread wants (1-minute load)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover (not Unix)
+        return cores
+    return max(0, int(cores - load))
+
+
+@contextmanager
+def _one_thread_each() -> Iterator[None]:
+    """torch's intra-op parallelism off for the duration, restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _run_strips(
+    m: Method,
+    xt: torch.Tensor,
+    out: torch.Tensor,
+    starts: list[int],
+    *,
+    step: int,
+    f: int,
+    h: int,
+    mode: ConserveMode | None,
+    bounds: tuple[float | None, float | None] | None,
+    weights: Any,
+    mask: torch.Tensor | None,
+) -> int:
+    """Upscale and enforce the strips of coarse rows ``[r0, r0 + step)`` for ``r0`` in
+    ``starts`` (ascending) into ``out``; the number of non-finite first-guess cells where a
+    value belongs (see :func:`xsr.conserve.enforce_into`)."""
+    import torch
+
+    from ..conserve import enforce_into
+
+    ny = xt.shape[-2]
+    reach = m.halo + 1  # the fill rings
+    # the input is prepared (wrapped, filled) in blocks of rows that serve several strips
+    rows = max(step + 2 * m.halo + 2 * reach, FILL_CELLS // max(1, xt[..., :1, :].numel()))
+    k0, v0, v1 = 0, 0, -1  # rows of the block, rows of it that a fill of all would give
+    blk = xt
+    bad = 0
+    for r0 in starts:
+        r1 = min(ny, r0 + step)
+        a0, a1 = max(0, r0 - m.halo), min(ny, r1 + m.halo)
+        if a0 < v0 or a1 > v1:
+            k0 = max(0, a0 - reach)
+            k1 = min(ny, k0 + rows)
+            blk = _method_input(xt[..., k0:k1, :], m, h)
+            v0 = k0 + reach if k0 > 0 else 0
+            v1 = k1 - reach if k1 < ny else ny
+        xin = blk[..., a0 - k0 : a1 - k0, :]
+        with torch.no_grad():
+            y = m.upscale(xin, f)
+        want = (*xin.shape[:-2], (a1 - a0) * f, xin.shape[-1] * f)
+        if isinstance(y, Upscaled) or tuple(y.shape) != want:
+            raise MethodError(
+                f"method {m!r} returned {type(y).__name__} of shape "
+                f"{tuple(getattr(y, 'shape', ()))}, expected a tensor of shape {want}"
+            )
+        nx = xt.shape[-1]
+        y = y[..., (r0 - a0) * f : (r1 - a0) * f, h * f : h * f + nx * f]
+        bad += enforce_into(
+            out[..., r0 * f : r1 * f, :],
+            y,
+            xt[..., r0:r1, :],
+            f,
+            mode,
+            weights=_rows(weights, r0 * f, r1 * f, ny * f),
+            mask=_rows(mask, r0 * f, r1 * f, ny * f),
+            bounds=bounds,
+        )
+    return bad
+
+
+def _nonfinite(m: Method, name: str) -> MethodError:
+    return MethodError(
+        f"method {m!r} produced non-finite values inside the valid region of {name}; "
+        "this is a bug in the method: please report it"
+    )
+
+
+def _as_weights(weights: Any, dev: Any) -> Any:
+    """Fine weights as a float64 tensor on ``dev``, a pair of them (separable), or None."""
+    import torch
+
+    if weights is None:
+        return None
+    if isinstance(weights, tuple):
+        wy, wx = (torch.as_tensor(np.asarray(w, np.float64)).to(dev) for w in weights)
+        return wy, wx
+    wt = torch.as_tensor(np.asarray(weights) if not isinstance(weights, torch.Tensor) else weights)
+    # one memory order, so that the sums are the same whatever order the user's array had
+    return wt.to(dev).contiguous()
+
+
+def _full_weights(w: Any) -> Any:
+    """Separable weights multiplied out to ``(ny*f, nx*f)``; others as they are."""
+    if isinstance(w, tuple):
+        return w[0][:, None] * w[1][None, :]
+    return w
+
+
+def _rows(a: Any, i0: int, i1: int, n: int) -> Any:
+    """Fine rows ``i0:i1`` of weights or a mask broadcastable to ``(..., n, nx*f)``, or of
+    separable weights (a pair)."""
+    if a is None:
+        return None
+    if isinstance(a, tuple):
+        return a[0][i0:i1], a[1]
+    if a.ndim >= 2 and a.shape[-2] == n:
+        return a[..., i0:i1, :]
+    return a
+
+
+def _check_coverage(
+    valid: torch.Tensor, fine_mask: torch.Tensor | None, weights: Any, f: int, name: str
+) -> None:
+    """Refuse coarse cells with values whose block has no valid fine cell of positive weight
+    (the mask or zero weights leave none): their mean cannot be conserved."""
+    import torch
+
+    if fine_mask is not None:
+        fm = torch.broadcast_to(fine_mask, (*fine_mask.shape[:-2], *_fine_hw(valid, f)))
+        lost = valid & ~block_any(fm, f)
+        if bool(lost.any()):
+            raise InputValueError(
+                f"the fine mask leaves no valid fine cell in {int(lost.sum())} coarse cell(s) "
+                f"of {name} that hold values, whose means could not be conserved; make the "
+                "mask True on at least one fine cell of every coarse cell with data, or set "
+                "those coarse cells to NaN"
+            )
+    if weights is None:
+        return
+    if isinstance(weights, tuple):
+        wy, wx = weights
+        if bool(wy.min() > 0) and bool(wx.min() > 0):
+            return
+        if fine_mask is None:  # separable: a block has a positive cell iff both factors do
+            py = (wy > 0).reshape(-1, f).any(dim=1)
+            px = (wx > 0).reshape(-1, f).any(dim=1)
+            pos_blocks = py[:, None] & px[None, :]
+        else:
+            pos = (wy[:, None] > 0) & (wx[None, :] > 0)
+            pos_blocks = block_any(pos & fm, f)
+    else:
+        if bool(weights.min() > 0):
+            return
+        pos = torch.broadcast_to(weights > 0, (*weights.shape[:-2], *_fine_hw(valid, f)))
+        pos_blocks = block_any(pos & fm if fine_mask is not None else pos, f)
+    lost = valid & ~pos_blocks.to(valid.device)
+    if bool(lost.any()):
+        raise InputValueError(
+            f"{int(lost.sum())} coarse cell(s) of {name} hold values but every valid "
+            "fine cell in them has zero weight, so their mean cannot be conserved; "
+            "give them positive weights (cell areas), or set those coarse cells to NaN"
+        )
+
+
+def _fine_hw(valid: torch.Tensor, f: int) -> tuple[int, int]:
+    return valid.shape[-2] * f, valid.shape[-1] * f
 
 
 def _check_guide(guide: Any, m: Method, x: torch.Tensor, f: int, name: str) -> Any:
