@@ -117,13 +117,24 @@ class MemberConv2d(nn.Module):
         n, c, h, w = x.shape
         k = self.kernel
         if k == 1:
-            # a batched matrix product: a grouped 1 x 1 convolution takes a slow per-group
-            # path on the CPU
+            # a grouped 1 x 1 convolution takes a slow per-group path on the CPU: a product
+            # with the weights and a sum over the channels instead, in the layout of ``x``
             w1 = self.weight.reshape(n, self.cout, self.cin)
+            xp = x.permute(2, 3, 0, 1)  # (h, w, n, c): contiguous for a channels-last map
+            if xp.is_contiguous():
+                y = (xp[:, :, :, None, :] * w1).sum(dim=-1) + self.bias  # (h, w, n, cout)
+                return y.permute(2, 3, 0, 1)
             y = torch.baddbmm(self.bias[:, :, None], w1, x.reshape(n, c, h * w))
             return y.reshape(n, self.cout, h, w)
         weight = self.weight.reshape(n * self.cout, self.cin, k, k)
-        y = F.conv2d(x.reshape(1, n * c, h, w), weight, self.bias.reshape(n * self.cout), groups=n)
+        xi = x.reshape(1, n * c, h, w)
+        if x.device.type == "cpu":
+            # channels last on the CPU: oneDNN then runs the backward pass too (about 1.5x
+            # faster than the NCHW backward) and the maps stay in that layout between layers
+            # (``(n, C, H, W)`` views of a channels-last ``(1, n*C, H, W)``)
+            xi = xi.contiguous(memory_format=torch.channels_last)
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(xi, weight, self.bias.reshape(n * self.cout), groups=n)
         return y.reshape(n, self.cout, y.shape[-2], y.shape[-1])
 
     def extra_repr(self) -> str:
@@ -217,6 +228,14 @@ def _at(dim: int, index: int | slice) -> tuple[Any, ...]:
     return (..., index) if dim == -1 else (..., index, slice(None))
 
 
+def _empty_as(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """An empty tensor of ``shape`` whose axes are laid out in memory in the order of ``x``'s
+    (so that a channels-last map stays channels-last)."""
+    order = sorted(range(x.ndim), key=lambda d: -x.stride(d))
+    t = x.new_empty([shape[d] for d in order])
+    return t.permute([order.index(d) for d in range(x.ndim)])
+
+
 def _up_pad_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Bilinear 2x upsampling (``align_corners=False``) along axis ``dim`` (-1 or -2), then
     reflection padding by one cell: ``n`` cells -> ``2n + 2``.
@@ -227,7 +246,7 @@ def _up_pad_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
     n = x.shape[dim]
     shape = list(x.shape)
     shape[dim] = 2 * n + 2
-    out = x.new_empty(shape)
+    out = _empty_as(x, shape)
     even = out[_at(dim, slice(1, 2 * n + 1, 2))]
     odd = out[_at(dim, slice(2, 2 * n + 2, 2))]
     even.copy_(x).mul_(0.75)
