@@ -128,12 +128,16 @@ class MemberConv2d(nn.Module):
             return y.reshape(n, self.cout, h, w)
         weight = self.weight.reshape(n * self.cout, self.cin, k, k)
         xi = x.reshape(1, n * c, h, w)
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and x.dtype == torch.float32:
             # channels last on the CPU: oneDNN then runs the backward pass too (about 1.5x
             # faster than the NCHW backward) and the maps stay in that layout between layers
-            # (``(n, C, H, W)`` views of a channels-last ``(1, n*C, H, W)``)
+            # (``(n, C, H, W)`` views of a channels-last ``(1, n*C, H, W)``).  float32 only:
+            # other dtypes take ATen's fallback, whose weight gradient was measured wrong for
+            # such inputs in float64 (torch 2.13), so they stay NCHW
             xi = xi.contiguous(memory_format=torch.channels_last)
             weight = weight.contiguous(memory_format=torch.channels_last)
+        else:
+            xi = xi.contiguous()
         y = F.conv2d(xi, weight, self.bias.reshape(n * self.cout), groups=n)
         return y.reshape(n, self.cout, y.shape[-2], y.shape[-1])
 
@@ -231,7 +235,8 @@ def _at(dim: int, index: int | slice) -> tuple[Any, ...]:
 def _empty_as(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """An empty tensor of ``shape`` whose axes are laid out in memory in the order of ``x``'s
     (so that a channels-last map stays channels-last)."""
-    order = sorted(range(x.ndim), key=lambda d: -x.stride(d))
+    strides = x.stride()
+    order = sorted(range(x.ndim), key=lambda d: -strides[d])
     t = x.new_empty([shape[d] for d in order])
     return t.permute([order.index(d) for d in range(x.ndim)])
 
