@@ -323,10 +323,19 @@ def fit_dip(
         y = y.reshape(B, K, H, W)
         return y if base is None else y + base
 
+    # the block means of the network's output inside the loop: the weights of its cells,
+    # normalised per block once (0 in blocks without weight, whose mean does not count), so
+    # that each iteration is one product and one reshaped sum.  The sum is accumulated in
+    # float64 (as block_mean does; a few hundred microseconds per iteration): in float32 its
+    # order, and so its round-off, depends on the batch shape, and the fit amplifies that
+    w_blk = _block_sum(w_net, res)
+    w_up = w_blk.repeat_interleave(res, dim=-2).repeat_interleave(res, dim=-1)
+    w_norm = torch.where(w_up > 0, w_net / torch.where(w_up > 0, w_up, 1.0), 0.0)
+
     def misfit(g: torch.Tensor) -> torch.Tensor:
         """Weighted mean squared misfit of the block means of ``g`` (network output), (B, K)."""
-        g = g.reshape(B, K, *net_shape)
-        bm = g if res == 1 else torch.nan_to_num(block_mean(g, res, weights=w_net))
+        g64 = g.reshape(B, K, *net_shape).to(torch.float64)
+        bm = _block_sum(g64 * w_norm, res).to(ndt)
         return ((bm - target) ** 2 * cw).sum(dim=(-2, -1))
 
     noise_gens = None

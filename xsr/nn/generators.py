@@ -116,8 +116,29 @@ class MemberConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         k = self.kernel
+        if k == 1:
+            # a grouped 1 x 1 convolution takes a slow per-group path on the CPU: a product
+            # with the weights and a sum over the channels instead, in the layout of ``x``
+            w1 = self.weight.reshape(n, self.cout, self.cin)
+            xp = x.permute(2, 3, 0, 1)  # (h, w, n, c): contiguous for a channels-last map
+            if xp.is_contiguous():
+                y = (xp[:, :, :, None, :] * w1).sum(dim=-1) + self.bias  # (h, w, n, cout)
+                return y.permute(2, 3, 0, 1)
+            y = torch.baddbmm(self.bias[:, :, None], w1, x.reshape(n, c, h * w))
+            return y.reshape(n, self.cout, h, w)
         weight = self.weight.reshape(n * self.cout, self.cin, k, k)
-        y = F.conv2d(x.reshape(1, n * c, h, w), weight, self.bias.reshape(n * self.cout), groups=n)
+        xi = x.reshape(1, n * c, h, w)
+        if x.device.type == "cpu" and x.dtype == torch.float32:
+            # channels last on the CPU: oneDNN then runs the backward pass too (about 1.5x
+            # faster than the NCHW backward) and the maps stay in that layout between layers
+            # (``(n, C, H, W)`` views of a channels-last ``(1, n*C, H, W)``).  float32 only:
+            # other dtypes take ATen's fallback, whose weight gradient was measured wrong for
+            # such inputs in float64 (torch 2.13), so they stay NCHW
+            xi = xi.contiguous(memory_format=torch.channels_last)
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        else:
+            xi = xi.contiguous()
+        y = F.conv2d(xi, weight, self.bias.reshape(n * self.cout), groups=n)
         return y.reshape(n, self.cout, y.shape[-2], y.shape[-1])
 
     def extra_repr(self) -> str:
@@ -176,8 +197,20 @@ class MemberNorm(nn.Module):
             self.bias[k].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.instance_norm(x, eps=self.eps)
-        return y * self.weight[:, :, None, None] + self.bias[:, :, None, None]
+        # instance normalisation with the affine map fused: a batch normalisation (batch
+        # statistics) of the n * C channels of one sample
+        n, c, h, w = x.shape
+        y = F.batch_norm(
+            x.reshape(1, n * c, h, w),
+            None,
+            None,
+            self.weight.reshape(n * c),
+            self.bias.reshape(n * c),
+            training=True,
+            momentum=0.0,
+            eps=self.eps,
+        )
+        return y.reshape(n, c, h, w)
 
 
 def _pad(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -192,6 +225,85 @@ def _up(x: torch.Tensor, mode: Upsample) -> torch.Tensor:
     if mode == "nearest":
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def _at(dim: int, index: int | slice) -> tuple[Any, ...]:
+    """An index of axis ``dim`` (-1 or -2) of a tensor, every other axis whole."""
+    return (..., index) if dim == -1 else (..., index, slice(None))
+
+
+def _empty_as(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """An empty tensor of ``shape`` whose axes are laid out in memory in the order of ``x``'s
+    (so that a channels-last map stays channels-last)."""
+    strides = x.stride()
+    order = sorted(range(x.ndim), key=lambda d: -strides[d])
+    t = x.new_empty([shape[d] for d in order])
+    return t.permute([order.index(d) for d in range(x.ndim)])
+
+
+def _up_pad_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Bilinear 2x upsampling (``align_corners=False``) along axis ``dim`` (-1 or -2), then
+    reflection padding by one cell: ``n`` cells -> ``2n + 2``.
+
+    Upsampled cell ``2i`` is ``0.75 x[i] + 0.25 x[i-1]`` and cell ``2i + 1`` is
+    ``0.75 x[i] + 0.25 x[i+1]`` (edges clamped), written through strided views of the output.
+    """
+    n = x.shape[dim]
+    shape = list(x.shape)
+    shape[dim] = 2 * n + 2
+    out = _empty_as(x, shape)
+    even = out[_at(dim, slice(1, 2 * n + 1, 2))]
+    odd = out[_at(dim, slice(2, 2 * n + 2, 2))]
+    even.copy_(x).mul_(0.75)
+    odd.copy_(even)
+    even[_at(dim, slice(1, None))].add_(x[_at(dim, slice(None, -1))], alpha=0.25)
+    even[_at(dim, 0)].add_(x[_at(dim, 0)], alpha=0.25)
+    odd[_at(dim, slice(None, -1))].add_(x[_at(dim, slice(1, None))], alpha=0.25)
+    odd[_at(dim, -1)].add_(x[_at(dim, -1)], alpha=0.25)
+    out[_at(dim, 0)] = out[_at(dim, 2)]
+    out[_at(dim, -1)] = out[_at(dim, -3)]
+    return out
+
+
+def _up_pad_axis_grad(g: torch.Tensor, dim: int) -> torch.Tensor:
+    """The adjoint of :func:`_up_pad_axis`: ``2n + 2`` cells along ``dim`` -> ``n``."""
+    gu = g[_at(dim, slice(1, -1))].clone()  # fold the reflected cells back onto their sources
+    gu[_at(dim, 1)] += g[_at(dim, 0)]
+    gu[_at(dim, -2)] += g[_at(dim, -1)]
+    ge = gu[_at(dim, slice(0, None, 2))]
+    go = gu[_at(dim, slice(1, None, 2))]
+    gx = torch.add(ge, go).mul_(0.75)
+    gx[_at(dim, slice(1, None))].add_(go[_at(dim, slice(None, -1))], alpha=0.25)
+    gx[_at(dim, 0)].add_(ge[_at(dim, 0)], alpha=0.25)
+    gx[_at(dim, slice(None, -1))].add_(ge[_at(dim, slice(1, None))], alpha=0.25)
+    gx[_at(dim, -1)].add_(go[_at(dim, -1)], alpha=0.25)
+    return gx
+
+
+class _UpPad(torch.autograd.Function):
+    """Bilinear 2x upsampling followed by one cell of reflection padding, as one operation.
+
+    Equal, to round-off, to ``F.pad(F.interpolate(x, scale_factor=2, mode="bilinear"), (1,) *
+    4, mode="reflect")`` (input ``(n, C, h, w)``, output ``(n, C, 2h + 2, 2w + 2)``), with a
+    hand-written backward: each axis is two weighted sums of shifted, strided views, which on
+    the CPU is 2-3x faster than ATen's ``upsample_bilinear2d`` and ``reflection_pad2d`` with
+    their backward passes (measured on the decoder's maps, 16 x 16 to 64 x 64).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return _up_pad_axis(_up_pad_axis(x, -1), -2)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return _up_pad_axis_grad(_up_pad_axis_grad(g, -2), -1)
+
+
+def _up_pad(x: torch.Tensor, mode: Upsample) -> torch.Tensor:
+    """``_pad(_up(x, mode), 1)``: 2x upsampling, then one cell of reflection padding."""
+    if mode == "nearest":
+        return _pad(_up(x, mode), 1)
+    return _UpPad.apply(x)
 
 
 def _crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -367,7 +479,11 @@ class StudyGenerator(_Generator):
     def body(self, z: torch.Tensor) -> torch.Tensor:
         x = self.head(z)
         for conv, norm in zip(self.convs, self.norms):
-            x = F.relu(norm(conv(_pad(self._cat(_up(x, self.upsample)), 1))))
+            if self.guide_channels:
+                x = _pad(self._cat(_up(x, self.upsample)), 1)
+            else:
+                x = _up_pad(x, self.upsample)
+            x = F.relu(norm(conv(x)))
         return self.last(_pad(self._cat(x), 1))
 
 
@@ -443,12 +559,15 @@ class DecoderGenerator(_Generator):
         return (self.latent_channels, *self.latent_hw)
 
     def body(self, z: torch.Tensor) -> torch.Tensor:
-        x = z
+        x = _pad(self._cat(z), 1)
         nb = len(self.convs) - 1
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            x = F.relu(norm(conv(_pad(self._cat(x), 1))))
+            x = F.relu(norm(conv(x)))
             if i < nb:
-                x = _up(x, self.upsample)
+                if self.guide_channels:
+                    x = _pad(self._cat(_up(x, self.upsample)), 1)
+                else:
+                    x = _up_pad(x, self.upsample)
         return self.last(self._cat(x))
 
 
