@@ -291,3 +291,20 @@ def test_one_method_under_two_labels_raw_and_calibrated() -> None:
     # the weights matter here: the unweighted correlation differs
     u = np.corrcoef(s.ravel(), e.ravel())[0, 1]
     assert abs(u - c) > 1e-6
+
+
+def test_a_constant_field_is_scored_without_failing() -> None:
+    """A field with no variation (no rain anywhere in the window): SSIM is undefined (None),
+    the conservation error is absolute, everything else is scored."""
+    ds = _fields(nt=1, ny=32, nx=32)
+    ds["rain"] = ds["adt"] * 0.0
+    ds["rain"].attrs = {"units": "kg m-2"}
+    ev = xsr.evaluate(ds[["rain"]], factor=4, methods="bicubic,dip-ensemble",
+                      method_options={"dip-ensemble": DIP}, progress=False)  # fmt: skip
+    rows = {r["method"]: r for r in ev.scores}
+    assert rows["bicubic"]["ssim"] is None and rows["dip-ensemble"]["ssim"] is None
+    assert rows["bicubic"]["rmse"] == 0.0
+    for r in ev.scores:
+        assert np.isfinite(r["conservation_error"]) and r["conservation_error"] < 1e-12
+        assert np.isfinite(r["rmse"])
+    assert "| bicubic |" in ev.table()

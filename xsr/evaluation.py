@@ -50,7 +50,7 @@ from ._validate import check_bool
 from ._version import __version__
 from .api import coarsen, downscale
 from .cfgrid import cell_areas, field_variables, select_variables, spatial_dims
-from .exceptions import MethodError, OptionError
+from .exceptions import InputValueError, MethodError, OptionError
 from .methods.base import Method
 from .methods.registry import get_method
 
@@ -426,7 +426,10 @@ def _score(
     row["rmse"] = metrics.rmse(fine, t, weights=weights)
     row["mae"] = metrics.mae(fine, t, weights=weights)
     row["bias"] = metrics.bias(fine, t, weights=weights)
-    row["ssim"] = metrics.ssim(fine.transpose(..., *dims), t.transpose(..., *dims))
+    try:
+        row["ssim"] = metrics.ssim(fine.transpose(..., *dims), t.transpose(..., *dims))
+    except InputValueError:  # a constant truth (no rain anywhere): SSIM has no range
+        row["ssim"] = None
     std_name, mem_name = f"{var}_std", f"{var}_members"
     row["crps"] = row["mae"]
     row["crps_kind"] = "deterministic (MAE)"
@@ -474,6 +477,7 @@ def _score(
     back = back.astype("float64")
     c = coarse.astype("float64")
     scale = float(np.nanmax(np.abs(c.values))) if np.isfinite(c.values).any() else 1.0
+    scale = scale if scale > 0 else 1.0  # an all-zero field (no rain): the absolute error
     diff = np.abs(back.transpose(*c.dims).values - c.values)
     row["conservation_error"] = float(np.nanmax(diff) / scale) if np.isfinite(diff).any() else 0.0
     return row
