@@ -125,8 +125,8 @@ def main() -> None:
         for r in row["scores"]:
             log(
                 f"  {r['variable']:>22s} {r['method']:>13s} rmse {r['rmse']:.4g} "
-                f"({r['rmse_vs_first']:.3f}) crps {r['crps']:.4g} ssr {r['spread_skill']} "
-                f"cons {r['conservation_error']:.1e}"
+                f"(vs first {r['rmse_vs_first']}) crps {r['crps']:.4g} "
+                f"ssr {r['spread_skill']} cons {r['conservation_error']:.1e}"
             )
         results.append(row)
     doc = {
