@@ -61,12 +61,14 @@ def log(*a: Any) -> None:
 def run_file(path: Path, factor: int, args: argparse.Namespace) -> dict[str, Any]:
     import xsr
     from xsr.batch import open_inputs
+    from xsr.cfgrid import field_variables
 
     ds = open_inputs([str(path)])
-    if args.first_variable:
-        ds = ds[[next(iter(ds.data_vars))]]
     ydim, xdim = xsr.spatial_dims(ds)
-    lead = [d for d in ds.dims if d not in (ydim, xdim)]
+    names = field_variables(ds)
+    var = names[:1] if args.first_variable else names
+    # the fields' other dimensions (time, height), not those of bounds (nv, bnds)
+    lead = {d for n in var for d in ds[n].dims if d not in (ydim, xdim)}
     ds = ds.isel({d: slice(0, 1) for d in lead})
     sel = {}
     for d in (ydim, xdim):
@@ -83,6 +85,7 @@ def run_file(path: Path, factor: int, args: argparse.Namespace) -> dict[str, Any
         factor=factor,
         methods="bicubic,dip-ensemble,calibrated=dip-ensemble",
         method_options={"dip-ensemble": dip, "calibrated": {"calibrate": "scale"}},
+        var=var,
         progress=False,
     )
     rows = [
@@ -121,7 +124,14 @@ def main() -> None:
             log(f"{name}: not present, skipped")
             continue
         log(f"{name} x{FILES[name]} ...")
-        row = run_file(path, FILES[name], args)
+        try:
+            row = run_file(path, FILES[name], args)
+        except Exception as e:  # recorded, and the other files still run
+            log(f"  failed: {type(e).__name__}: {e}")
+            results.append(
+                {"file": name, "factor": FILES[name], "error": f"{type(e).__name__}: {e}"}
+            )
+            continue
         for r in row["scores"]:
             log(
                 f"  {r['variable']:>22s} {r['method']:>13s} rmse {r['rmse']:.4g} "
