@@ -272,6 +272,8 @@ def test_one_method_under_two_labels_raw_and_calibrated() -> None:
     assert ratio.std() < 1e-9 * ratio.mean() and abs(ratio.mean() - 1) > 1e-3
     rows = {r["method"]: r for r in ev.scores}
     assert rows["cal"]["spread_skill"] != pytest.approx(rows["dip-ensemble"]["spread_skill"])
+    assert rows["cal"]["calibration"].startswith("scale factor fitted at x2")
+    assert "calibration" not in rows["dip-ensemble"]
     for label in ev.methods:
         assert rows[label]["conservation_error"] < 1e-12
         assert_conserves(ev.results[label][["adt"]], ev.coarse, 4)

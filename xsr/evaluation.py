@@ -831,6 +831,9 @@ def evaluate(
             row = _score(spec.label, n, res, truth, coarse_ds[n], weights, f, hd)
             row.update(seconds=seconds, **mem)
             row["options"] = m.options()
+            cal = getattr(m, "last_calibration", None)
+            if cal is not None:  # what the spread calibration fitted (calibrate=)
+                row["calibration"] = cal.describe()
             if use_guide is not None:
                 row["guide"] = res[n].attrs.get("xsr_guide")
             msgs = sorted({str(w.message) for w in caught})
