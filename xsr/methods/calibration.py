@@ -546,6 +546,7 @@ def scale_members(
     *,
     weights: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    deviations: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
     """Rescale the members about their mean so that their spread is ``s`` times the raw one.
 
@@ -560,6 +561,9 @@ def scale_members(
         Factor per coarse cell (:func:`spread_factor`).
     weights, mask : torch.Tensor, optional
         Fine weights and valid fine cells of the block means.
+    deviations : tuple of torch.Tensor, optional
+        What :func:`member_deviations` returned for these members, when the caller already
+        has it (it is not computed again).
 
     Returns
     -------
@@ -573,6 +577,8 @@ def scale_members(
     """
     from ..conserve import upsample
 
-    mean, _, dev, _ = member_deviations(members, x, factor, weights=weights, mask=mask)
+    if deviations is None:
+        deviations = member_deviations(members, x, factor, weights=weights, mask=mask)
+    mean, _, dev, _ = deviations
     out = mean + upsample(s.to(dev.dtype), factor) * dev
     return out.to(members.dtype)

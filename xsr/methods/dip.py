@@ -903,8 +903,14 @@ class DIP(Method):
 
         import torch
 
-        from ..conserve import block_mean, upsample
-        from .calibration import crop_blocks, fit_calibration, member_deviations, spread_factor
+        from ..conserve import block_mean
+        from .calibration import (
+            crop_blocks,
+            fit_calibration,
+            member_deviations,
+            scale_members,
+            spread_factor,
+        )
         from .pipeline import downscale_array
 
         *lead, ny, nx = x.shape
@@ -981,10 +987,11 @@ class DIP(Method):
             )
         if not bool(cal.fitted.any()):
             return samples
-        mean, emean, dev, std = member_deviations(sb, xb, factor, weights=weights, mask=mask)
+        devs = member_deviations(sb, xb, factor, weights=weights, mask=mask)
+        _, emean, _, std = devs
         s = spread_factor(cal, xb, factor, emean, std, weights=weights, mask=mask)
         cal.spread = s.reshape(*lead, ny, nx)
-        out = (mean + upsample(s, factor) * dev).to(samples.dtype)
+        out = scale_members(sb, xb, factor, s, weights=weights, mask=mask, deviations=devs)
         return out.reshape(samples.shape)
 
 
