@@ -41,3 +41,15 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data file {path} not present")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of tiny fits (faster than two, and robust to a busy
+    machine); the thread count is restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

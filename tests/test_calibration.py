@@ -34,12 +34,7 @@ from xsr.testing import lonlat_dataset
 FAST = {"iterations": 6, "progress": False, "members": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _field(shape, seed=0):

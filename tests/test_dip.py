@@ -29,13 +29,7 @@ from xsr.testing import assert_conserves, lonlat_dataset
 FAST = {"iterations": 8, "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these fits are tiny: one thread is faster, and robust to a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _field(shape, seed=0):

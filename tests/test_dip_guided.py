@@ -23,12 +23,7 @@ FAST = {"iterations": 8, "progress": False}
 GUIDED = {**FAST, "guide_significance": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _smooth_noise(rng, shape, ell):

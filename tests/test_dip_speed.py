@@ -17,13 +17,7 @@ import torch.nn.functional as F
 from xsr.methods.dip import fit_dip
 from xsr.nn import generators as G
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ref_up_pad(x: torch.Tensor) -> torch.Tensor:
