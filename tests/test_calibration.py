@@ -220,6 +220,12 @@ def test_tiles_are_calibrated_each_on_its_own_and_say_so():
     back = tiled[["sst"]].sr.coarsen(factor=4)
     np.testing.assert_allclose(back["sst"].values, ds["sst"].values, rtol=1e-10, atol=0)
     assert tiled["sst_std"].notnull().any() and whole["sst_std"].notnull().any()
+    # what the warning says: each tile has its own factor (raw tiles, same seeds)
+    raw = ds.sr.downscale(tile_size=64, **{**kw, "calibrate": "none"})
+    ratio = (tiled["sst_std"] / raw["sst_std"]).values[0]
+    quads = [ratio[:64, :64], ratio[:64, 64:], ratio[64:, :64], ratio[64:, 64:]]
+    per_tile = [float(np.nanmedian(q)) for q in quads]
+    assert max(per_tile) / min(per_tile) > 1.01
 
 
 # ----------------------------------------------------------------------------------------
