@@ -243,19 +243,31 @@ def test_enforce_errors():
         enforce(fine, np.ones((2, 2)), 2, "bounded", bounds=(1, 0))
 
 
-@pytest.mark.parametrize("mode", ["additive", "multiplicative"])
-def test_enforce_layer_conserves_under_bfloat16_autocast(mode: str) -> None:
+@given(
+    ny=st.integers(1, 6),
+    nx=st.integers(1, 6),
+    f=st.integers(2, 5),
+    batch=st.integers(1, 3),
+    mode=st.sampled_from(["additive", "multiplicative", "bounded"]),
+    weighted=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_enforce_layer_conserves_under_bfloat16_autocast(
+    ny: int, nx: int, f: int, batch: int, mode: str, weighted: bool, seed: int
+) -> None:
     """A network run in bfloat16 autocast still ends in fields that conserve (float32)."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = torch.nn.Sequential(
-        torch.nn.Upsample(scale_factor=4), torch.nn.Conv2d(1, 1, 3, padding=1)
+        torch.nn.Upsample(scale_factor=f), torch.nn.Conv2d(1, 1, 3, padding=1)
     )
-    layer = Enforce(4, mode)
-    x = torch.rand(2, 1, 8, 8) + 0.5
+    w = torch.rand(ny * f, nx * f, dtype=torch.float64) + 0.5 if weighted else None
+    bounds = (0.0, 10.0) if mode == "bounded" else None
+    layer = Enforce(f, mode, weights=w, bounds=bounds)
+    x = torch.rand(batch, 1, ny, nx) + 0.5
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         raw = net(x)
         y = layer(raw.abs() + 0.1, x)
     assert raw.dtype == torch.bfloat16
     assert y.dtype == torch.float32
-    err = (block_mean(y.double(), 4) - x.double()).abs().max() / x.abs().max()
+    err = (block_mean(y.double(), f, weights=w) - x.double()).abs().max() / x.abs().max()
     assert float(err) < 2e-6
