@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import SHARED_DATA
+from hypothesis import given
+from hypothesis import strategies as st
 
 import xsr
 from xsr.batch import open_inputs
@@ -310,3 +312,40 @@ def test_a_constant_field_is_scored_without_failing() -> None:
         assert np.isfinite(r["conservation_error"]) and r["conservation_error"] < 1e-12
         assert np.isfinite(r["rmse"])
     assert "| bicubic |" in ev.table()
+
+
+@given(
+    cy=st.integers(2, 5),
+    cx=st.integers(2, 5),
+    f=st.integers(2, 4),
+    value=st.sampled_from([0.0, 1.5, -273.15]),
+    as_dataarray=st.booleans(),
+    land=st.booleans(),
+)
+def test_constant_fields_on_generated_grids(cy, cx, f, value, as_dataarray, land) -> None:
+    """Any constant field (zero or not, with or without land, Dataset or DataArray) is
+    scored: bicubic gives it back exactly, SSIM is left out, conservation is checked."""
+    ny, nx = cy * f, cx * f
+    lat = 10.0 + 0.5 * np.arange(ny)
+    lon = -40.0 + 0.5 * np.arange(nx)
+    a = np.full((1, ny, nx), value)
+    if land:
+        a[0, :f, :f] = np.nan  # one coarse cell of land
+    da = xr.DataArray(
+        a,
+        dims=("time", "lat", "lon"),
+        coords={
+            "time": [0],
+            "lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+            "lon": ("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+        },
+        name="v",
+        attrs={"units": "1"},
+    )
+    obj = da if as_dataarray else da.to_dataset()
+    ev = xsr.evaluate(obj, factor=f, methods="bicubic", progress=False)
+    (row,) = ev.scores
+    assert row["ssim"] is None
+    assert row["rmse"] <= 1e-12 * max(1.0, abs(value))
+    assert np.isfinite(row["conservation_error"]) and row["conservation_error"] < 1e-12
+    assert_conserves(ev.results["bicubic"][["v"]], ev.coarse, f)

@@ -427,7 +427,8 @@ def _score(
     row["mae"] = metrics.mae(fine, t, weights=weights)
     row["bias"] = metrics.bias(fine, t, weights=weights)
     try:
-        row["ssim"] = metrics.ssim(fine.transpose(..., *dims), t.transpose(..., *dims))
+        # None where it is not defined: no 7 x 7 window without missing cells (NaN)
+        row["ssim"] = _scalar(metrics.ssim(fine.transpose(..., *dims), t.transpose(..., *dims)))
     except InputValueError:  # a constant truth (no rain anywhere): SSIM has no range
         row["ssim"] = None
     std_name, mem_name = f"{var}_std", f"{var}_members"
