@@ -345,8 +345,12 @@ def test_rescaled_members_conserve_and_keep_their_mean(ny, nx, f, m, seed, land,
     out = scale_members(members, x, f, s, weights=w)
     enforced = enforce(out, x, f, weights=w)
     raw = enforce(members, x, f, weights=w)
+    # round-off is relative to the largest values involved: members up to 1e4 x the coarse
+    # field (x down to 1e-3, deviations up to 10) leave 1e-12 of the coarse magnitude
+    xmax = float(torch.nan_to_num(x).abs().max())
+    big = max(xmax, float(torch.nan_to_num(enforced).abs().max()))
     for k in range(m):
-        assert conservation_error(enforced[k], x, f, weights=w) <= 1e-12
+        assert conservation_error(enforced[k], x, f, weights=w) * xmax <= 1e-12 * big
     scale = float(torch.nan_to_num(x).abs().max()) + 1.0
     ok = torch.isfinite(upsample(x, f))
     diff = (enforced.mean(0) - enforce(members.mean(0), x, f, weights=w))[ok]
