@@ -158,9 +158,11 @@ def test_ctrl_c_during_a_netcdf_write_leaves_nothing(job):
 def test_sigterm_during_a_batch_job_releases_its_lock(job):
     tmp, _, args, opts = job
     out = tmp / "out.nc"
-    proc = _start(0.2, *args, out, *opts)
+    # every netCDF write takes 1 s, so the job is still writing 0.2 s after taking the lock
+    # (with 0.2 s writes and a 0.5 s wait, a fast run finished before the signal came)
+    proc = _start(1.0, *args, out, *opts)
     _wait_for(lambda: (tmp / ".out.nc.xsr-lock").exists(), proc, "the lock was taken")
-    time.sleep(0.5)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGTERM
